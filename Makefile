@@ -1,0 +1,43 @@
+# The README's commands. Each one creates or refreshes the virtual environment first.
+#   make repro   regenerate results/ and reports/ (quick profile; PROFILE=paper for the paper's)
+#   make test    unit tests, notebook (nbval) tests and an end-to-end tiny `dvc repro`
+#   make lab     JupyterLab with the project's kernel
+
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup data repro test lab bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(STAMP)
+
+data: setup
+	$(BIN)/dvc pull --quiet data.dvc
+
+repro: data
+	$(BIN)/python -m edgeprune.config --profile $(PROFILE) params.yaml
+	$(BIN)/dvc repro
+
+test: data
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name edgeprune --display-name "edgeprune (.venv)"
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup
+	$(BIN)/python -m edgeprune.bench train
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,159 @@
+"""params.yaml, validated at load time: a wrong key, type or range names itself.
+
+Every stage reads one :class:`Params` object. DVC cannot interpolate list-valued
+parameters into a command line, so stages receive the params file path (plus their
+matrix item, e.g. ``model`` and ``seed``) and list the keys they read under ``params:``
+in dvc.yaml, which is how DVC knows what to re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeprune.data import CONDITIONS
+from edgeprune.models import available_models
+
+PROFILES = ("quick", "paper", "tiny")
+
+
+class ParamsError(ValueError):
+    """A params file that does not validate; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    """Raw data and its decoding (stage 00_data)."""
+
+    archive: str = "data/cifar10-jpeg.zip"
+    image_size: int | None = Field(None, ge=8, description="resize to this side; None keeps the archive's")
+    max_per_class: int | None = Field(None, ge=2, description="decode at most this many images per class")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    split_seed: int = Field(0, ge=0)
+
+
+class ShiftParams(_Section):
+    """Distribution-shift conditions for the dynamic experiments."""
+
+    conditions: list[str] = Field(default_factory=lambda: list(CONDITIONS), min_length=1)
+    severity: int = Field(3, ge=1, le=5)
+
+    @field_validator("conditions")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in CONDITIONS]
+        if unknown:
+            raise ValueError(f"unknown condition(s) {unknown}; known: {list(CONDITIONS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate conditions in {value}")
+        return value
+
+
+class TrainParams(_Section):
+    """Dense training (stage 10_train_dense): SGD + one-cycle, label smoothing, CIFAR augmentation."""
+
+    models: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    epochs: float = Field(gt=0)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(0.2, gt=0, description="peak learning rate of the one-cycle schedule")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    channels_last: bool = True
+    bf16_models: list[str] = Field(default_factory=list, description="models trained under bf16 autocast")
+    train_subset: int | None = Field(None, ge=10, description="stratified subset of the train split")
+    rewind_epoch: int = Field(1, ge=0, description="epoch whose weights are kept for lottery-ticket rewinding")
+    eval_batch_size: int = Field(1000, ge=1)
+
+    @field_validator("models", "bf16_models")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in available_models()]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _rewind_inside_schedule(self) -> TrainParams:
+        if self.rewind_epoch >= self.epochs:
+            raise ValueError(f"rewind_epoch ({self.rewind_epoch}) must be below epochs ({self.epochs})")
+        return self
+
+
+class Params(_Section):
+    """The whole params.yaml."""
+
+    profile: Literal["quick", "paper", "tiny", "custom"] = "custom"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    data: DataParams = DataParams()
+    shift: ShiftParams = ShiftParams()
+    train: TrainParams
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a params file; raise :class:`ParamsError` naming file, key and problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<top>'}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()
+        )
+        raise ParamsError(f"{path}: {problems}") from err
+
+
+def profile_path(name: str) -> Path:
+    """The packaged params file of a named profile (``paper``, ``tiny``)."""
+    if name not in PROFILES or name == "quick":
+        raise ParamsError(f"no packaged profile {name!r}; choose from {[p for p in PROFILES if p != 'quick']}")
+    return Path(str(resources.files("edgeprune") / "profiles" / f"{name}.yaml"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgeprune.config", description="validate params.yaml")
+    parser.add_argument("params", nargs="?", default="params.yaml")
+    parser.add_argument("--use", metavar="PROFILE", help="first replace params with a packaged profile (paper, tiny)")
+    args = parser.parse_args(argv)
+    try:
+        if args.use:
+            source = profile_path(args.use)
+            load_params(source)
+            shutil.copyfile(source, args.params)
+            print(f"{args.params}: replaced by the {args.use} profile (`git checkout {args.params}` restores quick)")
+        params = load_params(args.params)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.params}: valid ({params.profile} profile, models {params.train.models}, seeds {params.train.seeds})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per pipeline stage: what its notebook calls, so notebooks stay thin."""

@@ -1,0 +1,110 @@
+"""Stage 10_train_dense: train one model with one seed; keep final and rewind weights."""
+
+from __future__ import annotations
+
+import platform
+
+import pandas as pd
+import torch
+from dvclive import Live
+
+from edgeprune.config import Params
+from edgeprune.data import load_prepared
+from edgeprune.io import read_json, save_torch_atomic, write_json_atomic
+from edgeprune.models import create_model
+from edgeprune.paths import ResultPaths
+from edgeprune.train import FitConfig, evaluate, fit, resolve_device, set_threads
+
+
+def fit_config(params: Params, model_name: str, seed: int) -> FitConfig:
+    t = params.train
+    return FitConfig(
+        epochs=t.epochs,
+        lr=t.lr,
+        batch_size=t.batch_size,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        label_smoothing=t.label_smoothing,
+        schedule="onecycle",
+        channels_last=t.channels_last,
+        bf16=model_name in t.bf16_models,
+        seed=seed,
+        rewind_epoch=t.rewind_epoch,
+        eval_batch_size=t.eval_batch_size,
+    )
+
+
+def run(params: Params, paths: ResultPaths, model_name: str, seed: int) -> dict:
+    """Train, evaluate on the test split under every condition, write the run's files."""
+    threads = set_threads(params.num_threads)
+    device = resolve_device(params.device)
+    data = load_prepared(paths.prepared)
+    train = data.train.subset(params.train.train_subset, seed=params.data.split_seed)
+    torch.manual_seed(seed)
+    model = create_model(model_name, num_classes=data.num_classes)
+    config = fit_config(params, model_name, seed)
+    out = paths.dense(model_name, seed)
+    checkpoint = paths.checkpoint(model_name, seed)
+    resume = checkpoint.is_file()
+    with Live(dir=str(paths.dvclive("dense", out.name)), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None) as live:
+
+        def log(epoch: int, record: dict[str, float]) -> None:
+            live.step = epoch
+            for key, value in record.items():
+                if key != "epoch":
+                    live.log_metric(key.replace("_", "/", 1), value)
+
+        result = fit(model, train, config, device=device, val=data.val, checkpoint=checkpoint, on_epoch=log)
+    test = {
+        f"test_top1_{c}" if c != "clean" else "test_top1": evaluate(
+            model, data.test.x, data.test.y, batch_size=config.eval_batch_size, device=device, condition=c,
+            severity=params.shift.severity,
+        )
+        for c in dict.fromkeys(["clean", *params.shift.conditions])
+    }
+    metrics = {
+        "model": model_name,
+        "seed": seed,
+        "epochs": config.epochs,
+        "train_images": len(train),
+        "val_top1": result.history[-1]["val_top1"],
+        **test,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    save_torch_atomic({"model": model_name, "num_classes": data.num_classes, "state_dict": model.state_dict()}, out / "model.pt")
+    save_torch_atomic(
+        {"model": model_name, "num_classes": data.num_classes, "epoch": config.rewind_epoch, "state_dict": result.rewind_state},
+        out / "rewind.pt",
+    )
+    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(
+        out / "timing.json",
+        {
+            "train_seconds": round(result.seconds, 1),
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "threads": threads,
+            "device": str(device),
+            "cpu": platform.processor() or platform.machine(),
+        },
+    )
+    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    return metrics
+
+
+def load_dense(paths: ResultPaths, model_name: str, seed: int, which: str = "model") -> torch.nn.Module:
+    """Rebuild a trained dense model (``which`` = "model" for final, "rewind" for early weights)."""
+    path = paths.dense(model_name, seed) / f"{which}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the 10_train_dense stage for {model_name} seed {seed}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = create_model(blob["model"], num_classes=blob["num_classes"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()
+
+
+def history(paths: ResultPaths, model_name: str, seed: int) -> pd.DataFrame:
+    return pd.read_csv(paths.dense(model_name, seed) / "history.csv")
+
+
+def timing(paths: ResultPaths, model_name: str, seed: int) -> dict:
+    return read_json(paths.dense(model_name, seed) / "timing.json")
