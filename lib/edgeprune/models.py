@@ -76,15 +76,34 @@ def squeezenet1_1(num_classes: int) -> nn.Module:
     return model
 
 
+class CifarVGG(nn.Module):
+    """torchvision's VGG feature stack with the usual CIFAR head (512-d vector -> classes).
+
+    Five max-pools take 32x32 to 1x1, so the ImageNet model's 7x7 adaptive pool and
+    25088-wide classifier would be ~120M parameters of padding (and seconds of init).
+    """
+
+    def __init__(self, config: str, num_classes: int) -> None:
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        self.features = make_layers(cfgs[config], batch_norm=True)
+        self.classifier = nn.Linear(512, num_classes)
+        for m in self.modules():  # torchvision's VGG initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 @register("vgg19_bn")
 def vgg19_bn(num_classes: int) -> nn.Module:
-    # Five max-pools take 32x32 to 1x1: the 7x7 adaptive pool and the 25088-wide
-    # classifier of the ImageNet model would be 120M parameters of padding. The usual
-    # CIFAR VGG keeps the features and classifies from the 512-d vector.
-    model = torchvision.models.vgg19_bn(num_classes=num_classes)
-    model.avgpool = nn.Flatten()
-    model.classifier = nn.Linear(512, num_classes)
-    return model
+    return CifarVGG("E", num_classes)
 
 
 @register("efficientnet_lite0")

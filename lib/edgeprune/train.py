@@ -64,7 +64,7 @@ class FitConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    schedule: str = "onecycle"  # "onecycle" (dense training) or "cosine" (fine-tuning)
+    schedule: str = "onecycle"  # "onecycle" (dense training; cosine below 8 steps) or "cosine" (fine-tuning)
     channels_last: bool = True
     bf16: bool = False
     seed: int = 0
@@ -169,7 +169,7 @@ def fit(
     optimizer = torch.optim.SGD(
         _param_groups(model, config.weight_decay), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0
     )
-    if config.schedule == "onecycle":
+    if config.schedule == "onecycle" and total_steps >= 8:  # shorter runs cannot hold a warm-up phase
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.25, div_factor=10, final_div_factor=100
         )

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny fake class-folder archives (no network, no real data needed)."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import encode_jpeg, encode_png
+
+REPO = Path(__file__).resolve().parents[1]
+NBVAL_RESULTS = REPO / "results" / "nbval"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The nbval notebook runs share results/nbval in pipeline order; start it empty."""
+    shutil.rmtree(NBVAL_RESULTS, ignore_errors=True)
+
+
+def make_images(n: int, size: int, seed: int, label: int) -> torch.Tensor:
+    """Noisy images whose mean colour depends on the label, so classes are learnable."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor([(label * 70) % 256, (label * 130) % 256, (label * 200) % 256], dtype=torch.float32)
+    noise = torch.randn(n, 3, size, size, generator=g) * 20
+    return (base.view(1, 3, 1, 1) + noise).clamp(0, 255).to(torch.uint8)
+
+
+def write_class_folder_zip(
+    path: Path, classes=("cat", "dog", "frog"), n_train: int = 12, n_test: int = 4, size: int = 8, png: bool = False
+) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for split, n in (("train", n_train), ("test", n_test)):
+            for label, cls in enumerate(classes):
+                for i, img in enumerate(make_images(n, size, seed=label + 10 * (split == "test"), label=label)):
+                    data = encode_png(img) if png else encode_jpeg(img, quality=95)
+                    zf.writestr(f"{split}/{cls}/{i:04d}.{'png' if png else 'jpg'}", data.numpy().tobytes())
+    return path
+
+
+@pytest.fixture
+def tiny_zip(tmp_path: Path) -> Path:
+    return write_class_folder_zip(tmp_path / "tiny.zip")

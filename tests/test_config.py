@@ -1,0 +1,72 @@
+"""edgeprune.config: every shipped params file validates; bad ones name the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeprune.config import ParamsError, load_params, main, profile_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", profile_path("paper"), profile_path("tiny")])
+def test_shipped_params_validate(path: Path) -> None:
+    params = load_params(path)
+    assert params.train.models and params.train.seeds
+
+
+def test_quick_profile_is_the_default() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.profile == "quick" and params.train.models == ["mobilenet_v3_small"]
+
+
+def write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda p: p["train"].update(epoks=3), "train.epoks"),
+        (lambda p: p["train"].update(epochs="many"), "train.epochs"),
+        (lambda p: p["train"].update(epochs=-1), "train.epochs"),
+        (lambda p: p["data"].update(val_fraction=0.9), "data.val_fraction"),
+        (lambda p: p["train"].update(models=["resnet1000"]), "resnet1000"),
+        (lambda p: p["train"].update(seeds=[1, 1]), "seeds"),
+        (lambda p: p["shift"].update(conditions=["fog"]), "fog"),
+        (lambda p: p["shift"].update(severity=9), "shift.severity"),
+        (lambda p: p["train"].update(rewind_epoch=50), "rewind_epoch"),
+        (lambda p: p.update(device="tpu"), "device"),
+        (lambda p: p.update(surprise=1), "surprise"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:
+    path = write(tmp_path, mutate)
+    with pytest.raises(ParamsError, match=message) as err:
+        load_params(path)
+    assert str(path) in str(err.value)
+
+
+def test_unreadable_params(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_cli_validates_and_switches_profile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "params.yaml"
+    assert main(["--use", "paper", str(target)]) == 0
+    assert load_params(target).profile == "paper"
+    assert main([str(write(tmp_path, lambda p: p["train"].update(lr=0)))]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    with pytest.raises(ParamsError, match="no packaged profile"):
+        profile_path("huge")

@@ -1,0 +1,53 @@
+"""End to end: `dvc repro` on the tiny profile in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
+    archive = REPO / "data" / "cifar10-jpeg.zip"
+    if not archive.is_file():
+        pytest.fail(f"{archive} missing: run `make data` (dvc pull) first")
+    work = tmp_path / "repo"
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO).split("\n")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, work / name)
+    (work / "data").mkdir()
+    shutil.copy2(archive, work / "data" / archive.name)
+    shutil.copy2(REPO / "lib" / "edgeprune" / "profiles" / "tiny.yaml", work / "params.yaml")
+    (work / "dvc.lock").unlink(missing_ok=True)
+    run(["git", "init", "-q"], work)
+    run(["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "add", "-A"], work)
+    run(["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "commit", "-qm", "copy"], work)
+
+    run(["dvc", "repro"], work)
+
+    metrics = json.loads((work / "results/dense/mobilenet_v3_small-s0/metrics.json").read_text())
+    assert metrics["train_images"] == 320 and 0.0 <= metrics["test_top1"] <= 100.0
+    summary = json.loads((work / "results/data/summary.json").read_text())
+    assert summary["counts"]["test"] == [40] * 10
+    for report in ("00_data", "10_train_dense/mobilenet_v3_small-s0"):
+        assert (work / f"reports/{report}.html").stat().st_size > 10_000
+    assert (work / "results/figures/00_data/conditions.png").is_file()
+    assert "up to date" in run(["dvc", "status"], work).lower()
+    assert "top1" in run(["dvc", "metrics", "show"], work)
