@@ -1,0 +1,132 @@
+"""The tidy results table: one row per (model, method, setting, seed), the same columns everywhere.
+
+Every stage writes its rows with :func:`append_rows` (usually rows made by
+:func:`edgeprune.measure.report`), and the table stages read them back with
+:func:`read_table`. Units are in the column names; an empty cell means "not measured".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from edgeprune.data import CONDITIONS
+from edgeprune.io import atomic_write
+
+KEY = ("model", "method", "setting", "seed")
+SHIFT_CONDITIONS = tuple(c for c in CONDITIONS if c != "clean")
+
+COLUMN_DOCS: dict[str, str] = {
+    # identity
+    "model": "registry name of the architecture (edgeprune.models)",
+    "method": "method name: none, l1_filter, magnitude_structured, magnitude_unstructured, akperl, qsa, ppo ...",
+    "setting": "the method's setting as a short string, e.g. 's0.50' for 50% sparsity",
+    "seed": "seed of the dense model and of the method (int)",
+    # what the method asked for and got
+    "sparsity": "requested sparsity, a fraction in [0, 1)",
+    "sparsity_unit": "'channels' (prunable conv / linear output channels removed), "
+    "'weights' (prunable weights zeroed) or 'none'",
+    "sparsity_realised": "measured fraction in sparsity_unit",
+    "param_reduction": "fraction of (non-zero) parameters removed relative to the dense model",
+    # accuracy
+    "split": "evaluation split (test / val)",
+    "n_eval": "number of evaluation images",
+    "severity": "severity (1..5) of the shift conditions",
+    "top1": "top-1 accuracy (%) on the clean split",
+    **{f"top1_{c}": f"top-1 accuracy (%) under the '{c}' shift condition" for c in SHIFT_CONDITIONS},
+    # complexity
+    "params": "parameters (all, zeros included)",
+    "params_nonzero": "non-zero parameters",
+    "macs": "multiply-accumulates per image (conv + matmul; masked zeros still counted)",
+    # storage
+    "bits": "weight bit-width of the model measured in this row (32 = fp32)",
+    "bits_simulated": "True when bits < 32 are fake-quantized (simulated), not run on int kernels",
+    "size_bytes": "stored bytes at the real bit-width of every tensor, sparse index included",
+    "size_index_bytes": "bytes of that spent on sparse indices (bitmask / CSR)",
+    "size_encoding": "sparse encodings used: dense, bitmask, csr or bitmask+csr",
+    # latency of the row's model
+    "latency_b1_ms": "median latency (ms), batch 1",
+    "latency_b1_iqr_ms": "interquartile range (ms), batch 1",
+    "latency_b64_ms": "median latency (ms), batch 64",
+    "latency_b64_iqr_ms": "interquartile range (ms), batch 64",
+    "latency_repeats": "timed runs per latency figure (after warm-up)",
+    # the same model converted to real int8
+    "int8_backend": "torch.ao quantized engine (x86 / qnnpack)",
+    "int8_top1": "top-1 accuracy (%) of the int8 model on the clean split",
+    "int8_size_bytes": "stored bytes of the int8 model (1 B weights + scales / zero points)",
+    "int8_latency_b1_ms": "median latency (ms) of the int8 model, batch 1",
+    "int8_latency_b1_iqr_ms": "interquartile range (ms), int8, batch 1",
+    "int8_latency_b64_ms": "median latency (ms) of the int8 model, batch 64",
+    "int8_latency_b64_iqr_ms": "interquartile range (ms), int8, batch 64",
+    # machine
+    "threads": "torch intra-op threads during latency runs",
+    "cpu": "CPU model and architecture",
+    "cpu_load_1min": "highest 1-minute load average before the latency runs (above the core count: pessimistic figures)",
+    "layout": "memory format of latency runs (channels_last / contiguous)",
+    "torch_version": "torch.__version__",
+    # anything else
+    "extra": "JSON object with stage-specific fields",
+}
+COLUMNS: tuple[str, ...] = tuple(COLUMN_DOCS)
+
+
+def _check_row(row: Mapping[str, Any], where: str) -> dict[str, str]:
+    unknown = [k for k in row if k not in COLUMN_DOCS]
+    if unknown:
+        raise KeyError(f"{where}: unknown column(s) {unknown}; put stage-specific fields in 'extra'")
+    missing = [k for k in KEY if row.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"{where}: key column(s) {missing} missing; every row needs {list(KEY)}")
+    out = {}
+    for column in COLUMNS:
+        value = row.get(column)
+        if column == "extra" and isinstance(value, Mapping):
+            value = json.dumps(value, sort_keys=True)
+        out[column] = "" if value is None else str(value)
+    return out
+
+
+def _read_raw(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path} was written with other columns than edgeprune.results.COLUMNS; move it aside")
+        return list(reader)
+
+
+def append_rows(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Add ``rows`` to the CSV table at ``path`` (created if absent), atomically.
+
+    A row whose key (model, method, setting, seed) is already in the table replaces it,
+    so a re-run or resumed stage never duplicates results. Columns not in a row are
+    left empty; a column not in :data:`COLUMNS` is a ``KeyError``.
+    """
+    path = Path(path)
+    new = [_check_row(row, f"row {i} for {path}") for i, row in enumerate(rows)]
+    old = _read_raw(path) if path.is_file() else []
+    keys = {tuple(row[k] for k in KEY) for row in new}
+    kept = [row for row in old if tuple(row[k] for k in KEY) not in keys]
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept + new)
+    return path
+
+
+def read_table(*paths: str | os.PathLike[str]) -> pd.DataFrame:
+    """One DataFrame of the rows of every table in ``paths``, with :data:`COLUMNS` in order."""
+    frames = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist (has the stage that writes it run?)")
+        _read_raw(path)  # schema check
+        frames.append(pd.read_csv(path, keep_default_na=True))
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(COLUMNS)]
