@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,12 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert metrics["train_images"] == 320 and 0.0 <= metrics["test_top1"] <= 100.0
     summary = json.loads((work / "results/data/summary.json").read_text())
     assert summary["counts"]["test"] == [40] * 10
-    for report in ("00_data", "10_train_dense/mobilenet_v3_small-s0"):
+    rows = pd.read_csv(work / "results/baselines/mobilenet_v3_small/rows.csv")
+    assert set(rows.method) == {"none", "l1_filter", "magnitude_structured", "magnitude_unstructured"}
+    structured = rows[rows.method == "l1_filter"].iloc[0]
+    dense = rows[rows.method == "none"].iloc[0]
+    assert structured.macs < dense.macs and structured.params < dense.params
+    for report in ("00_data", "10_train_dense/mobilenet_v3_small-s0", "20_baselines/mobilenet_v3_small"):
         assert (work / f"reports/{report}.html").stat().st_size > 10_000
     assert (work / "results/figures/00_data/conditions.png").is_file()
     assert "up to date" in run(["dvc", "status"], work).lower()

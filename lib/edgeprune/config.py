@@ -13,10 +13,10 @@ import shutil
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
@@ -26,6 +26,23 @@ PROFILES = ("quick", "paper", "tiny")
 
 class ParamsError(ValueError):
     """A params file that does not validate; the message names the file and the key."""
+
+
+def _distinct_seeds(value: list[int]) -> list[int]:
+    if len(set(value)) != len(value) or min(value) < 0:
+        raise ValueError(f"seeds must be distinct non-negative integers, got {value}")
+    return value
+
+
+def _registered_models(value: list[str]) -> list[str]:
+    unknown = [m for m in value if m not in available_models()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
+    return value
+
+
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct_seeds)]
+ModelNames = Annotated[list[str], AfterValidator(_registered_models)]
 
 
 class _Section(BaseModel):
@@ -62,8 +79,8 @@ class ShiftParams(_Section):
 class TrainParams(_Section):
     """Dense training (stage 10_train_dense): SGD + one-cycle, label smoothing, CIFAR augmentation."""
 
-    models: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    models: ModelNames = Field(min_length=1)
+    seeds: Seeds
     epochs: float = Field(gt=0)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(0.2, gt=0, description="peak learning rate of the one-cycle schedule")
@@ -71,31 +88,47 @@ class TrainParams(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     channels_last: bool = True
-    bf16_models: list[str] = Field(default_factory=list, description="models trained under bf16 autocast")
+    bf16_models: ModelNames = Field(default_factory=list, description="models trained under bf16 autocast")
     train_subset: int | None = Field(None, ge=10, description="stratified subset of the train split")
     rewind_epoch: int = Field(1, ge=0, description="epoch whose weights are kept for lottery-ticket rewinding")
     eval_batch_size: int = Field(1000, ge=1)
-
-    @field_validator("models", "bf16_models")
-    @classmethod
-    def _registered(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in available_models()]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value) or min(value) < 0:
-            raise ValueError(f"seeds must be distinct non-negative integers, got {value}")
-        return value
 
     @model_validator(mode="after")
     def _rewind_inside_schedule(self) -> TrainParams:
         if self.rewind_epoch >= self.epochs:
             raise ValueError(f"rewind_epoch ({self.rewind_epoch}) must be below epochs ({self.epochs})")
         return self
+
+
+class FinetuneParams(_Section):
+    """Fine-tuning after pruning, shared by every method so that comparisons are fair."""
+
+    images: int | None = Field(4096, ge=32, description="train images per fine-tune (drawn per seed); None = all")
+    epochs: float = Field(1.0, gt=0, description="passes over those images")
+    lr: float = Field(0.01, gt=0, description="initial learning rate of the cosine schedule")
+    batch_size: int = Field(256, ge=2)
+
+
+class BaselineParams(_Section):
+    """Static pruning baselines (stage 20_baselines)."""
+
+    methods: list[Literal["l1_filter", "magnitude_structured", "magnitude_unstructured"]] = Field(min_length=1)
+    sparsities: list[float] = Field(min_length=1, description="target fractions of channels / weights")
+    seeds: Seeds = Field(description="statistical seeds: fine-tuning order and subset")
+    round_to: int | None = Field(8, ge=1, description="structured: kept channels per layer rounded to a multiple")
+    eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = all")
+    calib_images: int = Field(256, ge=1, description="train images calibrating the int8 copy")
+    int8: bool = True
+    latency_warmup: int = Field(5, ge=0)
+    latency_repeats: int = Field(20, ge=3)
+
+    @field_validator("sparsities")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        bad = [s for s in value if not 0.0 < s < 1.0]
+        if bad:
+            raise ValueError(f"sparsities must lie in (0, 1), got {bad}")
+        return value
 
 
 class Params(_Section):
@@ -107,6 +140,8 @@ class Params(_Section):
     data: DataParams = DataParams()
     shift: ShiftParams = ShiftParams()
     train: TrainParams
+    finetune: FinetuneParams = FinetuneParams()
+    baselines: BaselineParams | None = None
 
 
 def load_params(path: str | Path) -> Params:

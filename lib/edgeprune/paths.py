@@ -54,5 +54,9 @@ class ResultPaths:
         """The resumable last-epoch checkpoint (a persistent, uncached DVC output)."""
         return self.root / "checkpoints" / "dense" / f"{model}-s{seed}.pt"
 
+    def method_rows(self, stage: str, model: str) -> Path:
+        """The tidy results table (edgeprune.results) one method stage wrote for one model."""
+        return self.root / stage / model / "rows.csv"
+
     def dvclive(self, stage: str, run: str) -> Path:
         return self.root / "dvclive" / stage / run

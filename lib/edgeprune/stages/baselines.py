@@ -1,0 +1,149 @@
+"""Stage 20_baselines: static pruning sweeps measured through the common harness.
+
+Static means decided once, from the trained weights and training data, and never
+changed at run time: exactly what the dynamic methods (AKPERL, QSA) are compared with.
+For each statistical seed the dense model (of the same seed when it was trained, else
+the first dense seed) is pruned by every method at every sparsity, fine-tuned with the
+shared ``finetune`` budget on a seed-dependent train subset, and measured.
+
+Work that does not depend on the seed is done once: the pruned structure of a given
+dense model, method and sparsity, and the latency of a given architecture (seeds that
+share a dense model differ only in their fine-tuned weights, which do not change
+run time). Reused latency rows say so in their ``extra`` field.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgeprune import measure, prune, results
+from edgeprune.config import Params
+from edgeprune.data import load_prepared
+from edgeprune.io import write_json_atomic
+from edgeprune.paths import ResultPaths
+from edgeprune.stages.dense import load_dense
+from edgeprune.stats import summarise
+from edgeprune.train import fine_tune, resolve_device, set_threads
+
+STAGE = "baselines"
+STRUCTURED = ("l1_filter", "magnitude_structured")
+_LATENCY_COLUMNS = tuple(c for c in results.COLUMNS if "latency" in c) + ("layout", "cpu_load_1min")
+
+
+def architecture_key(model: nn.Module) -> tuple:
+    """Names and shapes of every tensor: equal keys mean equal compute."""
+    return tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
+
+
+def dense_seed_for(params: Params, seed: int) -> int:
+    """The dense model a statistical seed starts from: its own when trained, else the first."""
+    return seed if seed in params.train.seeds else params.train.seeds[0]
+
+
+def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
+    """Sweep methods x sparsities x seeds for one model; write the tidy rows and a summary."""
+    if params.baselines is None:
+        raise ValueError("params has no `baselines` section: the 20_baselines stage needs one")
+    cfg, ft = params.baselines, params.finetune
+    threads = set_threads(params.num_threads)
+    device = resolve_device(params.device)
+    data = load_prepared(paths.prepared)
+    test = data.test.subset(cfg.eval_images, seed=0)
+    calib_x = data.train.subset(cfg.calib_images, seed=0).x
+    pruned_cache: dict[tuple, tuple[nn.Module, prune.PruneReport | None]] = {}
+    latency_cache: dict[tuple, dict] = {}
+    rows = []
+    jobs = [("none", 0.0)] + [(m, s) for m in cfg.methods for s in cfg.sparsities]
+    for seed in cfg.seeds:
+        dense_seed = dense_seed_for(params, seed)
+        dense = load_dense(paths, model_name, dense_seed)
+        for method, sparsity in tqdm(jobs, desc=f"{model_name} seed {seed}", mininterval=5):
+            key = (dense_seed, method, sparsity)
+            if key not in pruned_cache:
+                options = {"round_to": cfg.round_to} if method in STRUCTURED else {}
+                pruned_cache[key] = (dense, None) if method == "none" else prune.apply(dense, method, sparsity, **options)
+            template, report = pruned_cache[key]
+            model = copy.deepcopy(template)
+            if method != "none":
+                subset = data.train.subset(ft.images, seed=seed)
+                fine_tune(
+                    model, subset.x, subset.y, epochs=ft.epochs, lr=ft.lr, batch_size=ft.batch_size, seed=seed, device=device
+                )
+                model = prune.bake_masks(model).cpu()
+            arch = architecture_key(model)
+            row = measure.report(
+                model.eval(),
+                test.x,
+                test.y,
+                model_name=model_name,
+                method=method,
+                setting="dense" if method == "none" else f"s{sparsity:.2f}",
+                seed=seed,
+                conditions=[c for c in params.shift.conditions if c != "clean"],
+                severity=params.shift.severity,
+                pruning=report,
+                int8=cfg.int8,
+                calib_x=calib_x,
+                latency=arch not in latency_cache,
+                warmup=cfg.latency_warmup,
+                repeats=cfg.latency_repeats,
+                threads=threads,
+                eval_batch_size=params.train.eval_batch_size,
+                device=device,
+                extra={"dense_seed": dense_seed, "finetune_images": ft.images, "finetune_epochs": ft.epochs},
+            )
+            if arch in latency_cache:
+                row |= latency_cache[arch]
+                row["extra"] |= {"latency_reused": True}
+            else:
+                latency_cache[arch] = {c: row[c] for c in _LATENCY_COLUMNS if c in row}
+            rows.append(row)
+    out = paths.method_rows(STAGE, model_name)
+    out.unlink(missing_ok=True)  # a re-run replaces the sweep, never mixes with an old one
+    results.append_rows(out, rows)
+    table = results.read_table(out)
+    write_json_atomic(out.with_name("summary.json"), summary_metrics(table))
+    return table
+
+
+def summary_metrics(table: pd.DataFrame) -> dict:
+    """Mean top-1 per method and setting (for ``dvc metrics show``)."""
+    means = table.groupby(["method", "setting"])["top1"].mean().round(3)
+    return {f"{m}/{s}": v for (m, s), v in means.items()}
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% CI over seeds of the headline columns, per method and setting."""
+    metrics = [
+        c for c in ("top1", "int8_top1", "sparsity_realised", "param_reduction", "macs", "size_bytes", "int8_size_bytes",
+                    "latency_b1_ms", "latency_b64_ms", "int8_latency_b64_ms") if c in table
+    ]
+    return summarise(table, by=["method", "setting"], metrics=metrics)
+
+
+def pareto_figure(table: pd.DataFrame, model_name: str):
+    """Top-1 against stored bytes, batch-64 latency and MACs: one line per method, CI bars over seeds."""
+    import matplotlib.pyplot as plt
+
+    stats = summary(table)
+    panels = [("size_bytes", "stored size (MB, fp32)", 1e-6), ("latency_b64_ms", "latency, batch 64 (ms, measured)", 1),
+              ("macs", "MACs per image (M)", 1e-6)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True)
+    for ax, (col, label, scale) in zip(axes, panels):
+        for method, group in stats.groupby("method"):
+            group = group.sort_values(f"{col}_mean")
+            ax.errorbar(group[f"{col}_mean"] * scale, group["top1_mean"], yerr=group["top1_ci"].fillna(0),
+                        marker="o", capsize=3, label=method)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 (%)")
+    axes[0].legend(fontsize=8)
+    n_seeds = table["seed"].nunique()
+    fig.suptitle(f"{model_name}: static pruning after fine-tuning (mean ± 95% CI over {n_seeds} seeds)", fontsize=10)
+    fig.tight_layout()
+    return fig
