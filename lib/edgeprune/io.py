@@ -55,3 +55,20 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def save_module(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Save a whole module (architecture and weights), atomically.
+
+    Structurally pruned networks no longer match their registry architecture, so a
+    state dict alone cannot rebuild them.
+    """
+    save_torch_atomic(model.cpu().eval(), path)
+
+
+def load_module(path: str | os.PathLike[str]) -> torch.nn.Module:
+    """Load a module written by :func:`save_module` (unpickles code: only for this pipeline's own files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (has the stage that writes it run?)")
+    return torch.load(path, map_location="cpu", weights_only=False).eval()

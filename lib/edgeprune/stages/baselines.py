@@ -9,12 +9,14 @@ shared ``finetune`` budget on a seed-dependent train subset, and measured.
 Work that does not depend on the seed is done once: the pruned structure of a given
 dense model, method and sparsity, and the latency of a given architecture (seeds that
 share a dense model differ only in their fine-tuned weights, which do not change
-run time). Reused latency rows say so in their ``extra`` field.
+run time). Reused latency rows say so in their ``extra`` field. The first seed's
+fine-tuned models are kept (:func:`model_path`) for export to the edge devices.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 from edgeprune import measure, prune, results
 from edgeprune.config import Params
 from edgeprune.data import load_prepared
-from edgeprune.io import write_json_atomic
+from edgeprune.io import save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.stages.dense import load_dense
 from edgeprune.stats import summarise
@@ -36,8 +38,12 @@ _LATENCY_COLUMNS = tuple(c for c in results.COLUMNS if "latency" in c) + ("layou
 
 
 def architecture_key(model: nn.Module) -> tuple:
-    """Names and shapes of every tensor: equal keys mean equal compute."""
-    return tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
+    """Names and shapes of every tensor, sorted: equal keys mean equal compute.
+
+    Sorted because ``prune.remove`` re-registers a weight after its bias, which changes
+    the state-dict order but not the network.
+    """
+    return tuple(sorted((name, tuple(t.shape)) for name, t in model.state_dict().items()))
 
 
 def dense_seed_for(params: Params, seed: int) -> int:
@@ -103,12 +109,19 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
             else:
                 latency_cache[arch] = {c: row[c] for c in _LATENCY_COLUMNS if c in row}
             rows.append(row)
+            if seed == cfg.seeds[0]:
+                save_module(model, model_path(paths, model_name, row["method"], row["setting"]))
     out = paths.method_rows(STAGE, model_name)
     out.unlink(missing_ok=True)  # a re-run replaces the sweep, never mixes with an old one
     results.append_rows(out, rows)
     table = results.read_table(out)
     write_json_atomic(out.with_name("summary.json"), summary_metrics(table))
     return table
+
+
+def model_path(paths: ResultPaths, model_name: str, method: str, setting: str) -> Path:
+    """The fine-tuned model of the first seed for one (method, setting), kept for device export."""
+    return paths.method_rows(STAGE, model_name).with_name("models") / f"{method}-{setting}.pt"
 
 
 def summary_metrics(table: pd.DataFrame) -> dict:
@@ -144,6 +157,6 @@ def pareto_figure(table: pd.DataFrame, model_name: str):
     axes[0].set_ylabel("top-1 (%)")
     axes[0].legend(fontsize=8)
     n_seeds = table["seed"].nunique()
-    fig.suptitle(f"{model_name}: static pruning after fine-tuning (mean ± 95% CI over {n_seeds} seeds)", fontsize=10)
+    fig.suptitle(f"{model_name}: static pruning after fine-tuning (mean ± 95% CI over {n_seeds} seed{'s' if n_seeds > 1 else ''})", fontsize=10)
     fig.tight_layout()
     return fig
