@@ -35,7 +35,7 @@ test: data
 lab: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name edgeprune --display-name "edgeprune (.venv)"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: setup
 	$(BIN)/python -m edgeprune.bench train
