@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
+from edgeprune.stages.device_power import DevicePowerParams
 
 PROFILES = ("quick", "paper", "tiny")
 
@@ -142,6 +143,7 @@ class Params(_Section):
     train: TrainParams
     finetune: FinetuneParams = FinetuneParams()
     baselines: BaselineParams | None = None
+    device_power: DevicePowerParams | None = None
 
 
 def load_params(path: str | Path) -> Params:

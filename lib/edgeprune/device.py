@@ -85,12 +85,15 @@ def export_model(
     name: str,
     input_shape: Sequence[int],
     precision: Optional[str] = None,
+    check_trace: bool = True,
 ) -> Path:
     """Trace ``model`` and save it to ``path`` (``.pt``) with its JSON sidecar; return ``path``.
 
     ``precision`` defaults to ``int8`` for a ``torch.ao`` quantized model, else ``fp32``. The
     sidecar keeps the per-layer costs so that power can be modelled from a measured latency
-    without the model's code.
+    without the model's code. ``check_trace`` is ``torch.jit.trace``'s re-trace check (about
+    2/3 of the export time); a caller that compares the loaded export's outputs with
+    ``model``'s may skip it.
     """
     from edgeprune.power.model import default_precision, layer_costs
 
@@ -105,7 +108,7 @@ def export_model(
     model = model.eval()
     example = torch.zeros(shape)
     with torch.no_grad(), _torchscript():
-        traced = torch.jit.trace(model, example)
+        traced = torch.jit.trace(model, example, check_trace=check_trace)
     with atomic_write(path) as tmp, _torchscript():
         torch.jit.save(traced, str(tmp))
     meta = {
@@ -288,7 +291,7 @@ def run_benchmark(
         "precision": precision,
         "input_shape": meta["input_shape"],
         "batch_size": 1,
-        "export": {k: meta.get(k) for k in ("torch_version", "quantized_engine", "sha256")} | {"path": str(path)},
+        "export": {k: meta.get(k) for k in ("torch_version", "quantized_engine", "sha256", "macs")} | {"path": str(path)},
         "device": device,
         "latency_ms": time_latency(module, x, warmup=warmup, repeats=repeats, sync=cuda_half),
         "meter_skipped": skipped,

@@ -1,0 +1,249 @@
+"""Stage 60_device_power on a tiny fake results tree: labels, measured overrides, exports, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from pydantic import ValidationError
+
+from edgeprune import prune, results
+from edgeprune.config import Params, TrainParams
+from edgeprune.data import normalize, prepare
+from edgeprune.device import load_exported, run_benchmark
+from edgeprune.io import load_module, save_module
+from edgeprune.models import create_model
+from edgeprune.paths import ResultPaths
+from edgeprune.stages import device_power as dp
+from edgeprune.stages.device_power import DevicePowerParams
+
+from conftest import write_class_folder_zip
+
+MODEL = "resnet20"
+DENSE_LATENCY_MS = 3.25  # what the fake baselines table says the host measured
+FAST = {"repeats": 4, "warmup": 0, "energy_seconds": 0.05, "idle_seconds": 0.0}
+
+
+class StageParams(Params):
+    """Params with this stage's section (until edgeprune.config carries it)."""
+
+    device_power: DevicePowerParams = DevicePowerParams()
+
+
+def params(**section: object) -> StageParams:
+    train = TrainParams(models=[MODEL], seeds=[0], epochs=2)
+    return StageParams(num_threads=1, train=train, device_power=DevicePowerParams(**section))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state() -> Iterator[None]:
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResultPaths, pd.DataFrame, Path]:
+    """Prepared 8x8 data, a dense and an L1-pruned resnet20 kept by `baselines`, a table row for the dense one,
+    and one run of the stage over them (no RAPL: an empty sysfs)."""
+    root = tmp_path_factory.mktemp("results")
+    paths = ResultPaths(root)
+    prepare(write_class_folder_zip(root / "tiny.zip"), paths.prepared, val_fraction=0.2)
+    torch.manual_seed(0)
+    dense = create_model(MODEL, num_classes=3).eval()
+    pruned, _ = prune.apply(dense, "l1_filter", 0.5)
+    models = dp.models_dir(paths, "baselines", MODEL)
+    save_module(dense, models / "none-dense.pt")
+    save_module(pruned, models / "l1_filter-s0.50.pt")
+    row = {"model": MODEL, "method": "none", "setting": "dense", "seed": 0, "latency_b1_ms": DENSE_LATENCY_MS,
+           "int8_latency_b1_ms": 1.5, "int8_backend": "x86", "threads": 2, "cpu": "test cpu", "cpu_load_1min": 0.5}  # fmt: skip
+    results.append_rows(paths.method_rows("baselines", MODEL), [row])
+    sysfs = root / "empty-sys"
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    try:
+        table = dp.run(params(), paths, sysfs_root=sysfs)
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.quantized.engine = engine
+    return paths, table, sysfs
+
+
+def _only(table: pd.DataFrame, **where: object) -> pd.Series:
+    sub = table
+    for key, value in where.items():
+        sub = sub[sub[key] == value]
+    assert len(sub) == 1, f"{where}: {len(sub)} rows"
+    return sub.iloc[0]
+
+
+def test_modelled_rows_are_labelled_and_cover_each_profiles_precisions(tree) -> None:
+    paths, table, _ = tree
+    assert tuple(table.columns) == dp.COLUMNS
+    assert table.equals(dp.read_power(paths).astype(table.dtypes.to_dict()))
+    devices = table[table["device"] != dp.HOST]
+    assert (devices["source"] == "modelled: " + devices["device"]).all()
+    offered = {d: set(g["precision"]) for d, g in devices.groupby("device")}
+    assert offered == {"rpi4": {"fp32", "int8"}, "jetson-nano-10w": {"fp16", "fp32", "int8"},
+                       "jetson-nano-5w": {"fp16", "fp32", "int8"}}  # fmt: skip
+    assert len(devices) == 2 * 8  # two kept models
+    assert (devices[["latency_ms", "energy_mj", "power_mw"]] > 0).all().all()
+    # energy = mean power x time in every modelled row
+    assert (table["energy_mj"] - table["power_mw"] * table["latency_ms"] / 1e3).abs().max() < 1e-6
+    summary = json.loads((paths.root / "device" / "summary.json").read_text())
+    assert (summary["rows"], summary["kept_models"], summary["rows_modelled"]) == (len(table), 2, 16)
+
+
+def test_pruning_lowers_modelled_energy_on_every_device(tree) -> None:
+    _, table, _ = tree
+    devices = table[table["device"] != dp.HOST].set_index(["device", "precision", "method"])
+    dense, pruned = devices.xs("none", level="method"), devices.xs("l1_filter", level="method")
+    assert (pruned["macs"] < dense["macs"]).all()
+    assert (pruned["energy_mj"] < dense["energy_mj"]).all()
+    assert (pruned["latency_ms"] <= dense["latency_ms"]).all()
+
+
+def test_host_latency_is_measured_and_its_power_modelled(tree) -> None:
+    _, table, _ = tree
+    host = table[table["device"] == dp.HOST]
+    assert set(host["precision"]) == {"fp32", "int8"}
+    assert (host["source"] == "latency measured, power modelled: host-x86").all()
+    dense = _only(host, method="none", precision="fp32")
+    assert dense["latency_ms"] == DENSE_LATENCY_MS  # reused from the baselines table, not re-timed
+    provenance = json.loads(dense["extra"])
+    assert "rows.csv latency_b1_ms" in provenance["latency_from"] and provenance["cpu_load_1min"] == 0.5
+    assert dense["power_mw"] == pytest.approx(12500.0)  # host-x86: 2 vCPUs' share of the package TDP
+    pruned = _only(host, method="l1_filter", precision="int8")  # no table row: timed by the stage
+    assert json.loads(pruned["extra"])["latency_from"].startswith("timed by this stage")
+    assert pruned["latency_ms"] > 0
+
+
+def test_exports_round_trip_through_the_device_loader(tree) -> None:
+    paths, _, _ = tree
+    folder = paths.root / "device" / "export" / MODEL / "baselines" / "l1_filter-s0.50"
+    model = load_module(dp.models_dir(paths, "baselines", MODEL) / "l1_filter-s0.50.pt")
+    x = normalize(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8))
+    fp32, meta = load_exported(folder / "fp32.pt")
+    assert (meta["model"], meta["precision"], meta["input_shape"]) == (f"{MODEL}/baselines/l1_filter-s0.50", "fp32", [1, 3, 8, 8])
+    torch.testing.assert_close(fp32(x), model(x))
+    int8, meta = load_exported(folder / "int8-qnnpack.pt")
+    assert (meta["precision"], meta["quantized_engine"]) == ("int8", "qnnpack")
+    assert int8(x).shape == model(x).shape
+    manifest = json.loads((paths.root / "device" / "export" / "manifest.json").read_text())
+    assert manifest["models"][meta["model"]]["files"] == [f"{MODEL}/baselines/l1_filter-s0.50/{f}.pt" for f in ("fp32", "int8-qnnpack")]
+    assert json.loads((paths.root / "device" / "ingest.json").read_text())["host_meter"] is None
+
+
+def fake_board(root: Path, model: str, bin_dir: Path | None = None) -> Path:
+    """A device tree naming the board; for a Jetson also INA3221 rails (JetPack 4) and an nvpmodel saying MAXN."""
+    (root / "firmware/devicetree/base").mkdir(parents=True)
+    (root / "firmware/devicetree/base/model").write_text(model + "\x00")
+    if bin_dir is not None:
+        rails = root / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+        rails.mkdir(parents=True)
+        for channel, (name, mw) in enumerate((("POM_5V_IN", 4000), ("POM_5V_GPU", 1000), ("POM_5V_CPU", 800))):
+            (rails / f"rail_name_{channel}").write_text(name)
+            (rails / f"in_power{channel}_input").write_text(str(mw))
+        bin_dir.mkdir()
+        tool = bin_dir / "nvpmodel"
+        tool.write_text("#!/bin/sh\nprintf 'NV Power Mode: MAXN\\n0\\n'\n")
+        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    return root
+
+
+def test_measured_jsons_override_their_rows(tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, before, sysfs = tree
+    export = paths.root / "device" / "export" / MODEL / "baselines"
+    jetson = fake_board(tmp_path / "jetson", "NVIDIA Jetson Nano Developer Kit", tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    metered = run_benchmark(export / "none-dense" / "int8-qnnpack.pt", sysfs_root=jetson, rate_hz=200, **FAST)
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])
+    pi = fake_board(tmp_path / "pi", "Raspberry Pi 4 Model B Rev 1.4")
+    unmetered = run_benchmark(export / "l1_filter-s0.50" / "fp32.pt", sysfs_root=pi, **FAST)
+    stale = {**unmetered, "export": {**unmetered["export"], "macs": 1}}
+    stranger = {**unmetered, "model": "vgg19_bn/baselines/none-dense"}
+    measured = dp.measured_dir(paths)
+    measured.mkdir(parents=True)
+    for name, result in [("nano.json", metered), ("pi.json", unmetered), ("stale.json", stale), ("other.json", stranger)]:
+        (measured / name).write_text(json.dumps(result))
+    try:
+        with pytest.warns(UserWarning, match="ignored"):
+            after = dp.run(params(export=False), paths, sysfs_root=sysfs)
+    finally:
+        shutil.rmtree(measured)
+
+    nano = _only(after, method="none", device="jetson-nano-10w", precision="int8")
+    assert nano["source"] == "measured on jetson-nano 10W"
+    assert nano["latency_ms"] == pytest.approx(metered["latency_ms"]["median"])
+    assert nano["power_mw"] == pytest.approx(4000.0)  # the fake board's input rail
+    pi_row = _only(after, method="l1_filter", device="rpi4", precision="fp32")
+    assert pi_row["source"] == "latency measured on rpi4, power modelled: rpi4"
+    assert pi_row["latency_ms"] == pytest.approx(unmetered["latency_ms"]["median"])
+    # every other row is what the stage modelled before
+    key = list(dp.KEY)
+    untouched = after.merge(before, on=key, suffixes=("", "_before"))
+    untouched = untouched[~untouched["source"].str.contains("measured on")]
+    assert len(untouched) == len(before) - 2
+    assert (untouched["source"] == untouched["source_before"]).all()
+    assert json.loads((paths.root / "device" / "export" / "manifest.json").read_text())["models"] == {}  # export: false
+    ingest = json.loads((paths.root / "device" / "ingest.json").read_text())
+    assert ingest["measured_used"] == ["nano.json", "pi.json"]
+    assert "MACs" in ingest["measured_ignored"]["stale.json"]
+    assert "no kept model" in ingest["measured_ignored"]["other.json"]
+    assert json.loads((paths.root / "device" / "summary.json").read_text())["rows_measured"] == 1
+
+
+def test_bad_measured_jsons_are_clear_errors(tmp_path: Path) -> None:
+    costed = {dp.KeptModel(MODEL, "baselines", "none", "dense", Path()).name: None}
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        dp.ingest_measured(tmp_path, costed)
+    (tmp_path / "broken.json").write_text(json.dumps({"model": "x", "precision": "fp32"}))
+    with pytest.raises(KeyError, match="broken.json lacks"):
+        dp.ingest_measured(tmp_path, costed)
+
+
+@pytest.mark.parametrize(
+    ("section", "match"),
+    [
+        ({"profiles": ["rpi4", "raspberry-pi-9"]}, "unknown device profile.*raspberry-pi-9"),
+        ({"profiles": ["host-x86"]}, "no roofline"),
+        ({"profiles": ["rpi4"], "precisions": ["fp16"]}, "fp16"),
+        ({"host_profile": "laptop"}, "unknown host_profile 'laptop'"),
+        ({"stages": ["baselines", "device"]}, "stages must be"),
+    ],
+)
+def test_bad_params_are_refused(section: dict, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        DevicePowerParams(**section)
+
+
+def test_a_stage_without_kept_models_is_named(tree) -> None:
+    paths, _, _ = tree
+    with pytest.raises(FileNotFoundError, match="'akperl' stage run for resnet20"):
+        dp.discover(paths, ["baselines", "akperl"], [MODEL])
+
+
+def test_paper_view_and_figure_say_what_is_modelled(tree) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, table, _ = tree
+    view = dp.paper_view(table, "fp32")
+    assert list(view.columns.get_level_values(0).unique()) == ["host", "jetson-nano-10w", "jetson-nano-5w", "rpi4"]
+    assert (view[("rpi4", "evidence")] == "modelled").all()
+    assert (view[("host", "evidence")] == "latency measured").all()
+    assert view.loc[(MODEL, "baselines", "none", "dense"), ("host", "latency_ms")] == DENSE_LATENCY_MS
+    fig = dp.energy_latency_figure(table)
+    panels = {ax.get_title().split("\n")[0]: ax for ax in fig.axes}
+    assert {line.get_fillstyle() for line in panels["rpi4"].lines} == {"none"}  # hollow: modelled
+    assert {line.get_fillstyle() for line in panels["host"].lines} == {"left"}  # half: latency measured
+    assert len(panels["rpi4"].lines) == 2 * 2  # two models x (fp32, int8)
+    assert "Modelled" in fig.texts[0].get_text() and "rpi4" in fig.texts[0].get_text()
