@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
 from edgeprune.stages.device_power import DevicePowerParams
@@ -143,6 +144,7 @@ class Params(_Section):
     train: TrainParams
     finetune: FinetuneParams = FinetuneParams()
     baselines: BaselineParams | None = None
+    akperl: AkperlParams | None = None
     device_power: DevicePowerParams | None = None
 
 

@@ -1,0 +1,1 @@
+"""Gymnasium environments in which RL agents prune (and quantize) a trained network."""

@@ -1,0 +1,213 @@
+"""AKPERL: pruning units, layer weights and coefficient grids, convergence, the agent, the switching controller."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from edgeprune.akperl.agent import grid_search, select_coefficients, steps_to_fraction, train_agent
+from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
+from edgeprune.akperl.params import AkperlParams, DQNParams
+from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid, layer_weights
+from edgeprune.akperl.task import PruningTask, batch_stats
+from edgeprune.akperl.units import apply_levels, channel_sparsity, find_units, legal_level
+from edgeprune.data import Split, apply_condition, normalize
+from edgeprune.models import BasicBlock, create_model
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        BasicBlock(8, 8), nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4),
+    ).eval()  # fmt: skip
+
+
+def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def task() -> PruningTask:
+    x, y = images(48, 0)
+    return PruningTask.build(
+        tiny_resnet(), val=Split(x[:16], y[:16]), calib_x=x[16:32], stats_x=x[32:], conditions=["clean", "low_light"],
+        input_shape=SHAPE,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_mobilenet_units_follow_the_forward_order_and_only_skip_blocks_can_go():
+    model = create_model("mobilenet_v3_small").eval()
+    units = find_units(model, min_mac_share=0.01)
+    assert [u.position for u in units] == sorted(u.position for u in units)
+    assert all(u.mac_share >= 0.01 for u in units)
+    skip_blocks = {f"features.{i}" for i in (3, 5, 6, 8, 10, 11)}  # inverted residuals with identity skips
+    assert {u.block for u in units if u.block} == skip_blocks
+    assert sum(u.block is not None for u in units) == len(skip_blocks)  # one removing unit per block
+    se = next(u for u in units if u.name == "features.10.block.2.fc1")
+    assert se.block is None and legal_level(se, 4) == 3  # a squeeze-excitation conv cannot remove its block
+    pruned = apply_levels(model, units, [2] * len(units))
+    assert 0.4 < channel_sparsity(model, pruned) < 0.6
+    assert pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_apply_levels_refuses_a_wrong_number_of_levels(task):
+    with pytest.raises(ValueError, match="3 levels for 4 units"):
+        apply_levels(task.model, task.units, [1, 1, 1], SHAPE)
+
+
+def test_channel_sparsity_counts_a_removed_block_as_removed(task):
+    pruned = apply_levels(task.model, task.units, [0, 4, 0, 0], SHAPE)
+    assert isinstance(pruned[3], nn.Identity)
+    # prunable output channels: stem 8 + block 8 + 8 + conv 12 + linear 16 = 52; the block's 16 are gone
+    assert channel_sparsity(task.model, pruned, input_shape=SHAPE) == pytest.approx(16 / 52)
+
+
+# --------------------------------------------------------------------------- reward coefficients
+
+
+def test_layer_weights_by_mac_share_uniform_and_by_name(task):
+    w = layer_weights(task.units)
+    shares = np.array([u.mac_share for u in task.units])
+    np.testing.assert_allclose(w, shares / shares.sum())
+    assert layer_weights(task.units, "uniform") == (0.25,) * 4
+    named = layer_weights(task.units, {"0": 2, "3.conv1": 1, "4": 1, "9": 0})
+    assert named == (0.5, 0.25, 0.25, 0.0)
+    with pytest.raises(KeyError, match=r"unknown layer\(s\) \['fc'\]"):
+        layer_weights(task.units, {"0": 1, "3.conv1": 1, "4": 1, "9": 1, "fc": 1})
+    with pytest.raises(KeyError, match=r"missing layer\(s\) \['9'\]"):
+        layer_weights(task.units, {"0": 1, "3.conv1": 1, "4": 1})
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (([], [0.5], [0.1]), "alpha is empty"),
+        (([1.0], [0.5, 0.5], [0.1]), "beta has duplicates"),
+        (([0.0], [0.5], [0.1]), "alpha values must be > 0"),
+        (([1.0], [0.5], [-0.1]), "gamma values must be >= 0"),
+    ],
+)
+def test_invalid_coefficient_grids_are_refused(grid, message, task):
+    with pytest.raises(ValueError, match=message):
+        coefficient_grid(*grid)
+    with pytest.raises(ValueError, match=message):  # before any agent is trained
+        grid_search(task, grid, weights=layer_weights(task.units), lam=0.0, target_sparsity=0.5, dqn=DQNParams(), steps=10, seed=0)
+
+
+def test_coefficient_grid_and_params_validation():
+    assert coefficient_grid([1.0], [0.0, 0.5], [0.1]) == [(1.0, 0.0, 0.1), (1.0, 0.5, 0.1)]
+    with pytest.raises(ValueError, match="alpha"):
+        RewardCoefficients(0.0, 0.5, 0.1, 0.0, (1.0,))
+    with pytest.raises(ValueError, match="sum to 1"):
+        RewardCoefficients(1.0, 0.5, 0.1, 0.0, (0.5, 0.2))
+    for bad in ({"alpha": [0.0]}, {"beta": [-1.0]}, {"gamma": [0.1, 0.1]}, {"conditions": []}, {"conditions": ["fog"]}):
+        with pytest.raises(ValidationError):
+            AkperlParams(**bad)
+    with pytest.raises(ValidationError, match="unknown device profile"):
+        AkperlParams(power_profile="pdp11")
+
+
+# --------------------------------------------------------------------------- convergence and selection
+
+
+def test_steps_to_fraction_on_a_known_curve():
+    steps = np.arange(1, 21) * 10
+    rewards = np.r_[np.linspace(0.0, 1.0, 10), np.ones(10)]  # rises for 10 episodes, then flat at 1
+    # window 1: the first reward >= 0.99 is the 10th (exactly 1.0)
+    assert steps_to_fraction(steps, rewards, window=1) == 100
+    assert steps_to_fraction(steps, -2 + rewards, window=1) == 100  # final -1: reaching means >= -1.01
+    assert steps_to_fraction([], []) is None
+    with pytest.raises(ValueError, match="length"):
+        steps_to_fraction([1, 2], [0.5])
+
+
+def test_select_coefficients_prefers_accuracy_among_sparse_enough():
+    table = pd.DataFrame({"val_acc": [0.9, 0.8, 0.7], "sparsity": [0.2, 0.5, 0.6]})
+    assert select_coefficients(table, 0.45) == 1
+    assert select_coefficients(table, 0.9) == 2  # none reaches it: the sparsest
+
+
+def test_train_agent_logs_episodes_and_reads_a_policy_per_condition(task, tmp_path):
+    coef = RewardCoefficients(1.0, 0.5, 0.1, 0.01, layer_weights(task.units))
+    dqn = DQNParams(steps=40, learning_starts=10, batch_size=8, target_update_interval=10)
+    run = train_agent(task, coef, dqn=dqn, steps=40, seed=0, stats_batch=8, live_dir=tmp_path / "live")
+    assert len(run.episodes) == 10 and run.episodes.step.iloc[-1] == 40  # 4 units: a removed block skips no other unit
+    assert np.isfinite(run.episodes[["R", "return", "q_max"]].to_numpy()).all()
+    assert list(run.policy.condition) == ["clean", "low_light"]
+    assert all(len(levels) == 4 for levels in run.policy.levels)
+    assert (tmp_path / "live" / "metrics.json").is_file()
+    assert run.steps_to_99 is not None and run.steps_to_99 <= 40
+
+
+# --------------------------------------------------------------------------- the switching controller
+
+
+class Constant(nn.Module):
+    """Predicts one class whatever the input: which network ran is visible in the output."""
+
+    def __init__(self, label: int) -> None:
+        super().__init__()
+        self.label = label
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(torch.full((len(x),), self.label), 4).float()
+
+
+def test_controller_switches_networks_when_the_stream_condition_changes():
+    x, _ = images(64, 1)
+    reference = {c: batch_stats(apply_condition(x, c)) for c in ("clean", "low_light")}
+    net = SwitchingNetwork({"full": Constant(0), "slim": Constant(1)}, {"clean": "full", "low_light": "slim"}, reference)
+    stream = make_stream(["clean", "low_light"], 64, segments=4, batches_per_segment=3, batch_size=16, seed=0)
+    conditions = [b.condition for b in stream]
+    assert conditions[::3] in (["clean", "low_light"] * 2, ["low_light", "clean"] * 2)
+    outputs = [net(normalize(apply_condition(x[b.idx], b.condition, seed=b.index))).argmax(1) for b in stream]
+    expected = [0 if c == "clean" else 1 for c in conditions]
+    assert [int(o[0]) for o in outputs] == expected and all((o == o[0]).all() for o in outputs)
+    assert [h[0] for h in net.history] == conditions
+    assert net.switches == 3  # one switch at each of the three segment boundaries
+
+
+def test_run_stream_reports_each_batch_of_each_method():
+    x, y = images(64, 2)
+    reference = {c: batch_stats(apply_condition(x, c)) for c in ("clean", "low_light")}
+    switching = SwitchingNetwork({"a": Constant(0), "b": Constant(1)}, {"clean": "a", "low_light": "b"}, reference)
+    stream = make_stream(["clean", "low_light"], 64, segments=2, batches_per_segment=2, batch_size=8, seed=1)
+    frame = run_stream({"dyn": switching, "static": Constant(0)}, stream, x, y, describe=lambda m: {"label": m.label})
+    assert len(frame) == 8 and set(frame.method) == {"dyn", "static"}
+    dyn = frame[frame.method == "dyn"]
+    assert list(dyn.network) == ["a" if c == "clean" else "b" for c in dyn.condition]
+    assert list(dyn.label) == [0 if c == "clean" else 1 for c in dyn.condition]
+    np.testing.assert_allclose(dyn.top1, [100 * float((y[b.idx] == lab).float().mean()) for b, lab in zip(stream, dyn.label)])
+    assert (frame.latency_ms > 0).all()
+
+
+def test_controller_and_stream_refuse_bad_input():
+    reference = {"clean": np.zeros(6, dtype=np.float32)}
+    with pytest.raises(KeyError, match="missing_net"):
+        SwitchingNetwork({"a": Constant(0)}, {"clean": "missing_net"}, reference)
+    with pytest.raises(KeyError, match="low_light"):
+        SwitchingNetwork({"a": Constant(0)}, {"clean": "a", "low_light": "a"}, reference)
+    with pytest.raises(ValueError, match="conditions is empty"):
+        make_stream([], 10, segments=1, batches_per_segment=1, batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_stream(["clean"], 4, segments=1, batches_per_segment=1, batch_size=8)
