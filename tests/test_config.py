@@ -45,6 +45,7 @@ def write(tmp_path: Path, mutate) -> Path:
         (lambda p: p["train"].update(rewind_epoch=50), "rewind_epoch"),
         (lambda p: p.update(device="tpu"), "device"),
         (lambda p: p.update(surprise=1), "surprise"),
+        (lambda p: p["ppo"].update(models=["vgg19_bn"]), "ppo.models"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:

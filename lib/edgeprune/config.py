@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
+from edgeprune.ppo.params import PPOParams
 from edgeprune.stages.device_power import DevicePowerParams
 
 PROFILES = ("quick", "paper", "tiny")
@@ -145,7 +146,17 @@ class Params(_Section):
     finetune: FinetuneParams = FinetuneParams()
     baselines: BaselineParams | None = None
     akperl: AkperlParams | None = None
+    ppo: PPOParams | None = None
     device_power: DevicePowerParams | None = None
+
+    @model_validator(mode="after")
+    def _methods_use_trained_models(self) -> Params:
+        for name in ("akperl", "ppo"):
+            section = getattr(self, name)
+            missing = [m for m in section.models if m not in self.train.models] if section else []
+            if missing:
+                raise ValueError(f"{name}.models {missing} are not in train.models {self.train.models}: no dense model to prune")
+        return self
 
 
 def load_params(path: str | Path) -> Params:

@@ -1,0 +1,130 @@
+"""The ``ppo`` section of params.yaml (stage 50_ppo_prune_quant).
+
+Defaults are the TINY profile's values (seconds per run, for nbval); the quick and
+paper profiles set their own in params.yaml / profiles/paper.yaml. Retraining of the
+chosen configurations uses the shared ``finetune`` section (the same budget as every
+other method).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgeprune.fakequant import SUPPORTED_BITS
+from edgeprune.models import available_models
+
+
+class PPOParams(BaseModel):
+    """PPO prune + quantize: search space, reward, agent, search budget, retraining, report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # what and how often
+    models: list[str] = Field(
+        ["mobilenet_v3_small"], min_length=1,
+        description="models to compress (each needs dense weights)",
+    )
+    seeds: list[int] = Field(
+        [0, 1, 2], min_length=1,
+        description="agent / fine-tuning seeds; dense seed = same seed if trained, else train.seeds[0]",
+    )
+    # search space
+    prune_rates: list[float] = Field(
+        [0.0, 0.25, 0.5, 0.75], min_length=1,
+        description="per-group prune rates the agent picks from, each in [0, 1)",
+    )
+    bits: list[int] = Field(
+        [2, 3, 4, 5, 6, 8], min_length=1,
+        description=f"per-layer bit-widths the agent picks from, within {list(SUPPORTED_BITS)}",
+    )
+    round_to: int = Field(8, ge=1, description="channels kept per group rounded down to a multiple (fast int8 kernels)")
+    # reward
+    accuracy_floor: float | None = Field(
+        None, ge=0, le=100,
+        description="top-1 (%) floor on the search subset; null: dense - max_accuracy_drop",
+    )
+    max_accuracy_drop: float = Field(
+        2.0, ge=0, le=100,
+        description="floor = dense search top-1 minus this many points (when accuracy_floor is null)",
+    )
+    penalty: float = Field(
+        1.0, ge=0,
+        description="reward lost per top-1 point below the floor (in units of dense density)",
+    )
+    # agent (stable-baselines3 PPO)
+    episodes: int = Field(4, ge=1, description="training episodes per seed (one episode = one compressed model)")
+    episodes_per_update: int = Field(2, ge=1, description="episodes per PPO rollout / update")
+    learning_rate: float = Field(1e-3, gt=0)
+    n_epochs: int = Field(10, ge=1, description="PPO epochs over each rollout")
+    ent_coef: float = Field(0.01, ge=0, description="entropy bonus (exploration)")
+    clip_range: float = Field(0.2, gt=0, lt=1, description="PPO's clipping of the probability ratio")
+    net_arch: list[int] = Field([64, 64], min_length=1, description="hidden layers of the policy and value MLPs")
+    warm_start: float = Field(
+        1.5, ge=0,
+        description="initial policy: logit penalty per step away from the mildest option (0 = uniform)",
+    )
+    # fast search-time evaluation
+    taylor_images: int = Field(64, ge=1, description="training images whose loss gradient scores channels")
+    calib_images: int = Field(64, ge=1, description="training images for BN recalibration and activation calibration")
+    search_val_images: int = Field(100, ge=10, description="fixed validation subset that scores every action")
+    kl_bins: int = Field(2048, ge=256, description="histogram bins of the KL calibration (TensorRT: 2048)")
+    search_kl_stride: int = Field(
+        4, ge=1,
+        description="KL candidate thresholds every n bins during the search (final: every bin)",
+    )
+    batch_size: int = Field(256, ge=1, description="batch size of search-time and test evaluation")
+    # retraining of the chosen configurations (the budget is the shared `finetune` section)
+    rewind_lr: float = Field(
+        0.05, gt=0,
+        description="initial lr when retraining from the rewound (early) weights; fine-tuning uses finetune.lr",
+    )
+    # the reported rows
+    eval_images: int | None = Field(None, ge=10, description="stratified test subset for the reported rows; null = all")
+    evaluate_shift: bool = Field(False, description="also report top-1 under every shift condition")
+    int8: bool = Field(True, description="also convert to real int8 (torch.ao) and measure it")
+    latency: bool = Field(False, description="measure CPU latency (batch 1 and 64) of the float and int8 models")
+    latency_warmup: int = Field(1, ge=0)
+    latency_repeats: int = Field(3, ge=3)
+
+    @field_validator("models")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in available_models()]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {value}")
+        return value
+
+    @field_validator("prune_rates")
+    @classmethod
+    def _rates(cls, value: list[float]) -> list[float]:
+        bad = [r for r in value if not 0.0 <= r < 1.0]
+        if bad:
+            raise ValueError(f"prune rates must be in [0, 1) (a rate of 1 removes every channel), got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"prune_rates has duplicates: {value}")
+        return value
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, value: list[int]) -> list[int]:
+        bad = [b for b in value if b not in SUPPORTED_BITS]
+        if bad:
+            raise ValueError(f"bit-width(s) {bad} not supported; choose from {list(SUPPORTED_BITS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"bits has duplicates: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _whole_updates(self) -> PPOParams:
+        if self.episodes % self.episodes_per_update:
+            raise ValueError(
+                f"episodes ({self.episodes}) must be a multiple of episodes_per_update ({self.episodes_per_update})"
+            )
+        return self

@@ -1,0 +1,246 @@
+"""PPO prune + quantize: Taylor ranking, replayable plans (rewinding), the search, the env, the agent."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from pydantic import ValidationError
+from stable_baselines3.common.env_checker import check_env
+from torch import nn
+
+from edgeprune.data import normalize
+from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
+from edgeprune.models import create_model
+from edgeprune.ppo.agent import best_feasible, extract_policy, greedy_episode, train_agent, warm_start_logits
+from edgeprune.ppo.params import PPOParams
+from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, recalibrate_bn, taylor_groups
+from edgeprune.ppo.search import CompressionSearch, Outcome
+
+SHAPE = (3, 8, 8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def separable(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 8x8 images whose class (0..2) is the brightest colour channel."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    x = torch.randint(40, 140, (n, 3, *SHAPE[1:]), generator=gen)
+    x[torch.arange(n), y] += torch.randint(60, 110, (n, 1, 1), generator=gen)
+    return x.to(torch.uint8), y
+
+
+def chain(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
+    )  # fmt: skip
+
+
+def train_briefly(model: nn.Module, steps: int = 40) -> nn.Module:
+    x, y = separable(512, seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    for step in range(steps):
+        idx = torch.arange(step * 64, step * 64 + 64) % len(y)
+        loss = nn.functional.cross_entropy(model(normalize(x[idx])), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained() -> nn.Module:
+    return train_briefly(chain())
+
+
+@pytest.fixture(scope="module")
+def search(trained) -> CompressionSearch:
+    x, y = separable(256, seed=2)
+    groups = taylor_groups(trained, x[:64], y[:64], input_shape=SHAPE)
+    return CompressionSearch(trained, groups, x[:64], x[64:], y[64:], input_shape=SHAPE)
+
+
+def make_env(search: CompressionSearch, **kwargs) -> PruneQuantEnv:
+    options = {"prune_rates": [0.0, 0.25, 0.5], "bits": [2, 4, 8], "accuracy_floor": search.reference.top1 - 5}
+    return PruneQuantEnv(search, **{**options, **kwargs})
+
+
+# --------------------------------------------------------------------------- Taylor pruning
+
+
+def test_taylor_importance_ranks_a_zeroed_filter_last(trained):
+    model = copy.deepcopy(trained)
+    with torch.no_grad():  # filter 5 of the first conv produces nothing: weights, bias, BN affine all zero
+        model[0].weight[5] = 0
+        model[0].bias[5] = 0
+        model[1].weight[5] = 0
+        model[1].bias[5] = 0
+    x, y = separable(128, seed=3)
+    ordered = taylor_groups(model, x, y, input_shape=SHAPE)
+    groups = {g.root: g for g in ordered}
+    assert set(groups) == {"0", "3"}  # the classifier is not prunable
+    assert groups["0"].members == ("0",)
+    assert int(torch.argmin(groups["0"].importance)) == 5
+    assert groups["0"].importance[5] < 1e-3 * groups["0"].importance.max()
+    plan = make_plan(ordered, [1 / 16 if g.root == "0" else 0.0 for g in ordered])
+    assert plan.to_json() == {"0": [5], "3": []}
+    assert model[0].weight.grad is None  # gradients were taken on a copy
+
+
+def test_pruning_plan_removes_channels_physically_and_keeps_the_output_shape():
+    model = create_model("mobilenet_v3_small").eval()
+    x = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
+    groups = taylor_groups(model, x, torch.randint(0, 10, (16,)))
+    plan = make_plan(groups, [0.5] * len(groups), round_to=8)
+    pruned = apply_plan(model, plan)
+    assert sum(p.numel() for p in pruned.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for group in groups:  # every group kept exactly what the plan says, in every member layer
+        kept = channels_to_keep(group.channels, 0.5, 8)
+        for name in group.members:
+            layer = pruned.get_submodule(name)
+            assert (layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels) == kept
+
+
+def test_rewinding_restores_the_saved_early_weights_of_surviving_channels(trained):
+    early = chain(seed=7).eval()  # same architecture, other weights: the "rewind.pt" of the test
+    x, y = separable(128, seed=3)
+    groups = taylor_groups(trained, x, y, input_shape=SHAPE)
+    plan = make_plan(groups, [0.5 if g.root == "0" else 0.25 for g in groups])
+    final_pruned = apply_plan(trained, plan, SHAPE)
+    rewound = apply_plan(early, plan, SHAPE)
+    assert [t.shape for t in final_pruned.state_dict().values()] == [t.shape for t in rewound.state_dict().values()]
+    kept0, kept1 = plan.kept("0", 16), plan.kept("3", 16)
+    assert len(kept0) == 8 and len(kept1) == 12
+    torch.testing.assert_close(rewound[0].weight, early[0].weight[kept0])
+    torch.testing.assert_close(rewound[1].running_mean, early[1].running_mean[kept0])
+    torch.testing.assert_close(rewound[3].weight, early[3].weight[kept1][:, kept0])
+    torch.testing.assert_close(rewound[8].weight, early[8].weight[:, kept1])
+    torch.testing.assert_close(final_pruned[3].weight, trained[3].weight[kept1][:, kept0])
+
+
+def test_prune_rate_of_one_or_more_is_refused():
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="prune rate"):
+            channels_to_keep(16, bad)
+    assert channels_to_keep(16, 0.5) == 8 and channels_to_keep(16, 0.9) == 1
+    assert channels_to_keep(20, 0.5, round_to=8) == 8 and channels_to_keep(6, 0.5, round_to=8) == 6
+
+
+def test_bn_recalibration_reestimates_running_statistics(trained):
+    model = copy.deepcopy(trained)
+    model[1].running_mean.fill_(100.0)
+    x, _ = separable(64, seed=4)
+    recalibrate_bn(model, x)
+    with torch.no_grad():
+        expected = model[0](normalize(x)).mean((0, 2, 3))
+    torch.testing.assert_close(model[1].running_mean, expected, atol=1e-4, rtol=1e-4)
+    assert model[1].momentum == trained[1].momentum and not model.training
+
+
+# --------------------------------------------------------------------------- search, env, agent
+
+
+def test_search_caches_by_action_and_counts_bits_in_the_size(search):
+    dense8 = search.uniform(0.0, 8)
+    before = search.evaluations
+    assert search.uniform(0.0, 8) == dense8 and search.evaluations == before
+    dense4 = search.uniform(0.0, 4)
+    pruned8 = search.uniform(0.5, 8)
+    assert dense4.size_bytes < dense8.size_bytes < search.reference.size_bytes
+    assert pruned8.params < dense8.params and pruned8.size_bytes < dense8.size_bytes
+    assert abs(dense8.top1 - search.reference.top1) <= 3.0
+    with pytest.raises(ValueError, match="group prune rates"):
+        search.evaluate([0.0], [8] * len(search.layers))
+
+
+def test_env_passes_check_env_and_rewards_performance_density(search):
+    env = make_env(search)
+    check_env(env)
+    assert env.observation_space.shape == (15,)
+    obs, _ = env.reset(seed=0)
+    reward, done, steps = 0.0, False, 0
+    while not done:  # no pruning, 8 bits everywhere
+        obs, reward, done, truncated, info = env.step([0, 2])
+        steps += 1
+        assert env.observation_space.contains(obs) and not truncated
+    assert steps == len(search.layers) == 3
+    expected = search.uniform(0.0, 8)
+    assert info["top1"] == expected.top1 and info["size_mb"] == expected.size_mb
+    assert reward == pytest.approx(expected.density / search.reference.density)
+    assert env.episodes[-1].feasible
+
+
+def test_env_penalises_every_point_below_the_floor(search):
+    env = make_env(search, accuracy_floor=search.reference.top1, penalty=2.0)
+    below = Outcome(search.reference.top1 - 3.0, 1000, 10)
+    assert env.reward(below) == pytest.approx(below.density / search.reference.density - 6.0)
+
+
+def test_env_refuses_bad_bits_rates_and_floor(search):
+    with pytest.raises(ValueError, match="bit-width"):
+        make_env(search, bits=[4, 9])
+    with pytest.raises(ValueError, match="bit-width"):
+        make_env(search, bits=[1, 8])
+    with pytest.raises(ValueError, match=r"prune rates must be in \[0, 1\)"):
+        make_env(search, prune_rates=[0.0, 1.0])
+    with pytest.raises(ValueError, match="above the dense model"):
+        make_env(search, accuracy_floor=search.reference.top1 + 0.5)
+    env = make_env(search)
+    env.reset()
+    with pytest.raises(ValueError, match="outside"):
+        env.step([3, 0])
+
+
+def test_params_refuse_bad_bits_rates_and_partial_updates():
+    with pytest.raises(ValidationError, match="bit-width"):
+        PPOParams(bits=[4, 8, 12])
+    with pytest.raises(ValidationError, match="prune rates must be in"):
+        PPOParams(prune_rates=[0.0, 1.0])
+    with pytest.raises(ValidationError, match="multiple of episodes_per_update"):
+        PPOParams(episodes=5, episodes_per_update=2)
+    with pytest.raises(ValidationError, match="extra"):
+        PPOParams(episode=4)
+
+
+def test_best_feasible_prefers_density_then_accuracy():
+    def episode(top1: float, size: int, feasible: bool) -> Episode:
+        return Episode((0.0,), (8,), Outcome(top1, size, 1), 0.0, feasible)
+
+    small_bad, big_good, small_good = episode(10, 100, False), episode(90, 1000, True), episode(85, 500, True)
+    assert best_feasible([small_bad, big_good, small_good]) is small_good
+    assert best_feasible([small_bad, episode(20, 900, False)]).outcome.top1 == 20
+
+
+def test_ppo_trains_and_extracts_a_policy(search):
+    env = make_env(search)
+    agent = train_agent(env, episodes=4, episodes_per_update=2, n_epochs=2, seed=0, progress=False)
+    greedy, chosen = extract_policy(agent, env)
+    assert len(env.episodes) == 5 and env.episodes[-1] is greedy
+    feasible = [e for e in env.episodes if e.feasible]
+    if feasible:
+        assert chosen.feasible and chosen.outcome.density == max(e.outcome.density for e in feasible)
+
+
+def test_warm_start_begins_at_the_mildest_compression(search):
+    env = make_env(search, prune_rates=[0.5, 0.0, 0.25], bits=[4, 8, 2])
+    logits = warm_start_logits(env, 2.0)
+    assert logits.tolist() == [-4.0, 0.0, -2.0, -2.0, 0.0, -4.0]
+    # a vanishing learning rate leaves the initial policy as it was
+    agent = train_agent(
+        env, episodes=1, episodes_per_update=1, n_epochs=1, learning_rate=1e-12, warm_start=2.0, progress=False
+    )
+    episode = greedy_episode(agent, env)
+    assert set(episode.rates) == {0.0} and set(episode.bits) == {8}
