@@ -10,8 +10,22 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg, encode_png
 
+from akperl_helpers import SHAPE, images, tiny_resnet
+from edgeprune.akperl.task import PruningTask
+from edgeprune.data import Split
+
 REPO = Path(__file__).resolve().parents[1]
 NBVAL_RESULTS = REPO / "results" / "nbval"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Unit tests use tiny tensors: one torch thread, since OpenMP hand-offs cost ~100x on a
+    loaded CPU. Notebook and pipeline runs are subprocesses with their own setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -42,3 +56,13 @@ def write_class_folder_zip(
 @pytest.fixture
 def tiny_zip(tmp_path: Path) -> Path:
     return write_class_folder_zip(tmp_path / "tiny.zip")
+
+
+@pytest.fixture(scope="module")
+def task() -> PruningTask:
+    """An AKPERL pruning task on a tiny residual CNN (tests/akperl_helpers.py)."""
+    x, y = images(48, 0)
+    return PruningTask.build(
+        tiny_resnet(), val=Split(x[:16], y[:16]), calib_x=x[16:32], stats_x=x[32:], conditions=["clean", "low_light"],
+        input_shape=SHAPE,
+    )  # fmt: skip

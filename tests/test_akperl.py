@@ -13,43 +13,12 @@ from edgeprune.akperl.agent import grid_search, select_coefficients, steps_to_fr
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.params import AkperlParams, DQNParams
 from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid, layer_weights
-from edgeprune.akperl.task import PruningTask, batch_stats
+from edgeprune.akperl.task import batch_stats
 from edgeprune.akperl.units import apply_levels, channel_sparsity, find_units, legal_level
-from edgeprune.data import Split, apply_condition, normalize
-from edgeprune.models import BasicBlock, create_model
+from edgeprune.data import apply_condition, normalize
+from edgeprune.models import create_model
 
-SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_resnet() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        BasicBlock(8, 8), nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4),
-    ).eval()  # fmt: skip
-
-
-def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=g), torch.randint(0, 4, (n,), generator=g)
-
-
-@pytest.fixture(scope="module")
-def task() -> PruningTask:
-    x, y = images(48, 0)
-    return PruningTask.build(
-        tiny_resnet(), val=Split(x[:16], y[:16]), calib_x=x[16:32], stats_x=x[32:], conditions=["clean", "low_light"],
-        input_shape=SHAPE,
-    )  # fmt: skip
+from akperl_helpers import SHAPE, images
 
 
 # --------------------------------------------------------------------------- units

@@ -13,14 +13,6 @@ from edgeprune.data import normalize
 from edgeprune.train import evaluate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def reference_divergences(hist: np.ndarray, bits: int, unsigned: bool = False) -> np.ndarray:
     """TensorRT's algorithm written as a plain loop with scipy's KL, to check the vectorised one."""
     levels = 2**bits if unsigned else 2 ** (bits - 1)

@@ -11,15 +11,6 @@ from edgeprune import measure
 from edgeprune.results import COLUMNS, SHIFT_CONDITIONS, append_rows, read_table
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread, since OpenMP hand-offs cost ~100x on a loaded shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model() -> nn.Module:
     """conv 4x3x3x3 (no bias) + BN(4) + linear 4->2: 108 + 8 + 10 parameters."""
     torch.manual_seed(0)

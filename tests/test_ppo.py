@@ -21,14 +21,6 @@ from edgeprune.ppo.search import CompressionSearch, Outcome
 SHAPE = (3, 8, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def separable(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 8x8 images whose class (0..2) is the brightest colour channel."""
     gen = torch.Generator().manual_seed(seed)

@@ -10,15 +10,6 @@ from edgeprune import measure, prune
 from edgeprune.models import available_models, create_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread, since OpenMP hand-offs cost ~100x on a loaded shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def chain() -> nn.Sequential:
     """conv 3->8, BN, ReLU, conv 8->8, BN, ReLU, 1x1 classifier conv 8->3, pooled."""
     torch.manual_seed(0)

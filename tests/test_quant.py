@@ -12,15 +12,6 @@ from edgeprune.models import available_models, create_model
 from edgeprune.train import evaluate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread, since OpenMP hand-offs cost ~100x on a loaded shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def separable_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 8x8 images whose class (0..2) is the colour channel that is brightest."""
     gen = torch.Generator().manual_seed(seed)

@@ -19,7 +19,6 @@ import copy
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
