@@ -5,7 +5,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-PROFILE ?= quick
+PROFILE ?=
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 export PATH := $(BIN):$(PATH)
@@ -26,7 +26,7 @@ data: setup
 	$(BIN)/dvc pull --quiet data.dvc
 
 repro: data
-	$(BIN)/python -m edgeprune.config --profile $(PROFILE) params.yaml
+	$(BIN)/python -m edgeprune.config $(if $(PROFILE),--use $(PROFILE),) params.yaml
 	$(BIN)/dvc repro
 
 test: data

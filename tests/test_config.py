@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,16 @@ def test_cli_validates_and_switches_profile(tmp_path: Path, capsys: pytest.Captu
     assert "train.lr" in capsys.readouterr().err
     with pytest.raises(ParamsError, match="no packaged profile"):
         profile_path("huge")
+
+
+@pytest.mark.parametrize("profile", [None, "paper"])
+def test_make_repro_validates_params_with_a_command_the_cli_accepts(tmp_path: Path, profile: str | None) -> None:
+    cmd = ["make", "-n", "--no-print-directory", "repro"] + ([f"PROFILE={profile}"] if profile else [])
+    dry_run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in dry_run.splitlines() if "edgeprune.config" in l)
+    args = shlex.split(line)[3:]  # drop "<python> -m edgeprune.config"
+    assert args[-1] == "params.yaml" and ("--use" in args) == (profile is not None)
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    assert main([*args[:-1], str(target)]) == 0
+    assert load_params(target).profile == (profile or "quick")
