@@ -86,3 +86,17 @@ def test_make_repro_validates_params_with_a_command_the_cli_accepts(tmp_path: Pa
     target.write_text((REPO / "params.yaml").read_text())
     assert main([*args[:-1], str(target)]) == 0
     assert load_params(target).profile == (profile or "quick")
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", profile_path("paper"), profile_path("tiny")], ids=lambda p: p.name)
+def test_every_key_dvc_yaml_interpolates_is_written_in_the_profile(path: Path) -> None:
+    """DVC templating reads the YAML itself, not the validated defaults."""
+    import re
+
+    keys = set(re.findall(r"\$\{([a-z_]+(?:\.[a-z_]+)+)\}", (REPO / "dvc.yaml").read_text())) - {"item.model", "item.seed"}
+    raw = yaml.safe_load(path.read_text())
+    for key in keys:
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{path.name} lacks {key}, which dvc.yaml interpolates"
+            node = node[part]
