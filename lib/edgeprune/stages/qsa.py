@@ -1,0 +1,395 @@
+"""Stage 40_qsa: QSA masks + KL threshold + int8, static baselines at equal compression, drift stream.
+
+For one model and every seed of ``params.qsa.seeds``:
+
+1. the dense network and its int8 copy (the "quantization only" ablation) are measured;
+2. QSAs are trained along the λ path on the activations of ``calib_images`` training
+   images; for each target compression the KL search picks (λ, τ); the pruned network
+   is BN-recalibrated, fine-tuned briefly and measured with its int8 copy (the float
+   columns are the "sparsity only" ablation, the int8 columns "both");
+3. each static baseline is pruned to the same estimated compression as the QSA
+   network, fine-tuned and measured the same way;
+4. on a non-stationary stream four networks run side by side: static, QSA without
+   controller, QSA with controller, and the controller with static masks (the same
+   re-prune cycle minus the QSA), each trigger logged.
+
+The dense model of seed ``s`` is used when dense training ran that seed, else the
+first dense seed (the quick profile trains one dense model and varies the cheaper
+QSA stage over seeds: QSA initialisation, calibration, fine-tuning and stream).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgeprune import measure, prune, results
+from edgeprune.data import PreparedData, Split, load_prepared
+from edgeprune.io import atomic_write, write_json_atomic
+from edgeprune.paths import ResultPaths
+from edgeprune.qsa.controller import Deployment, DriftController, make_stream
+from edgeprune.qsa.cycle import QSAPruner, QSASettings
+from edgeprune.qsa.masks import Compression, int8_size_estimate, recalibrate_bn
+from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
+from edgeprune.quant import quantize_int8
+from edgeprune.stages.baselines import dense_seed_for
+from edgeprune.stages.dense import load_dense
+from edgeprune.train import fine_tune, resolve_device, set_threads
+
+if TYPE_CHECKING:
+    from edgeprune.config import Params
+
+TRIGGER_COLUMNS = ["seed", "arm", "batch", "condition", "reason", "signal", "reference", "seconds", "buffer_images", "labelled_images"]
+
+
+def stage_dir(paths: ResultPaths, model_name: str) -> Path:
+    return paths.root / "qsa" / model_name
+
+
+def setting(target: float) -> str:
+    return f"c{target:g}x"
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
+    """Run every seed; write results.csv, candidates.csv, stream.csv, triggers.csv, summary.json."""
+    if params.qsa is None:
+        raise ValueError("params has no `qsa` section: the 40_qsa stage needs one")
+    tic = time.perf_counter()
+    set_threads(params.num_threads)
+    data = load_prepared(paths.prepared)
+    context = _Context(params, paths, model_name, data, resolve_device(params.device))
+    outputs: dict[str, list] = {"rows": [], "candidates": [], "stream": [], "triggers": []}
+    summary: dict[str, Any] = {"seeds": {}}
+    for seed in tqdm(params.qsa.seeds, desc=f"qsa {model_name}", mininterval=5):
+        summary["seeds"][str(seed)] = _run_seed(context, seed, outputs)
+    out = stage_dir(paths, model_name)
+    results.append_rows(out / "results.csv", outputs["rows"])
+    _write_csv(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
+    _write_csv(pd.DataFrame(outputs["stream"]), out / "stream.csv")
+    _write_csv(pd.DataFrame(outputs["triggers"]) if outputs["triggers"] else pd.DataFrame(columns=TRIGGER_COLUMNS), out / "triggers.csv")
+    summary["stage_seconds"] = time.perf_counter() - tic
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+@dataclass
+class _Context:
+    """What every seed shares: params, data, device, and the static baselines' compression curves."""
+
+    params: Params
+    paths: ResultPaths
+    model_name: str
+    data: PreparedData
+    device: torch.device
+    static_curves: dict[tuple[int, str], CompressionCurve] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.train.x.shape[1:])
+
+
+def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, Any]:
+    """One seed: dense + int8, the QSA search and rows per target, static rows, the stream."""
+    params, q = ctx.params, ctx.params.qsa
+    dense_seed = dense_seed_for(params, seed)
+    dense = load_dense(ctx.paths, ctx.model_name, dense_seed)
+    calib = ctx.data.train.subset(q.calib_images, seed=seed)
+    ft = params.finetune
+    tuning = ctx.data.train.subset(ft.images, seed=seed)
+    test = ctx.data.test.subset(q.eval_images, seed=params.data.split_seed)
+    measure_kwargs = {
+        "model_name": ctx.model_name,
+        "conditions": [c for c in params.shift.conditions if c != "clean"] if q.shift_accuracy else [],
+        "severity": params.shift.severity,
+        "latency": q.latency,
+        "warmup": 3,
+        "repeats": q.latency_repeats,
+        "input_shape": ctx.input_shape,
+        "eval_batch_size": params.train.eval_batch_size,
+        "device": ctx.device,
+    }
+
+    def finish(model: nn.Module) -> nn.Module:
+        """BN recalibration, then the shared fine-tuning budget: what every pruned network gets."""
+        recalibrate_bn(model, calib.x)
+        if q.fine_tune:
+            fine_tune(
+                model, tuning.x, tuning.y, epochs=ft.epochs, lr=ft.lr, batch_size=min(ft.batch_size, len(tuning)),
+                seed=seed, device=ctx.device,
+            )  # fmt: skip
+        return model.cpu().eval()
+
+    def report(model: nn.Module, method: str, name: str, **kw: Any) -> dict[str, Any]:
+        row = measure.report(model, test.x, test.y, method=method, setting=name, seed=seed, calib_x=calib.x, **kw, **measure_kwargs)
+        row["extra"] = {"dense_seed": dense_seed, **(row["extra"] or {})}
+        outputs["rows"].append(row)
+        return row
+
+    # 1. dense and int8 ("quantization only")
+    dense_row = report(dense, "none", "dense")
+    fp32_bytes = dense_row["size_bytes"]
+    compression = Compression(fp32_bytes, dense_row["int8_size_bytes"] / int8_size_estimate(dense))
+    _add_compression(dense_row, fp32_bytes)
+
+    # 2. QSAs along the λ path, the KL search and the QSA network per target
+    start = time.perf_counter()
+    pruner = QSAPruner(
+        dense,
+        q.layers,
+        QSASettings(q.hidden_fraction, q.max_hidden, q.positions, q.steps, q.lr, q.round_to),
+        input_shape=ctx.input_shape,
+        seed=seed,
+        device=ctx.device,
+    )
+    path = pruner.lambda_path(calib.x, q.lambdas)
+    scores = {lam: qsas.importance() for lam, qsas in path.items()}
+    search = ThresholdSearch(
+        dense, calib.x, compression, ignored_layers=pruner.ignored, kl_layer=q.kl_layer, bins=q.kl_bins,
+        round_to=q.round_to, input_shape=ctx.input_shape,
+    )  # fmt: skip
+    summary: dict[str, Any] = {
+        "dense_seed": dense_seed,
+        "dense_channels": _kept_channels(dense, pruner.layers),
+        "qsa_bytes": {str(lam): qsas.stored_bytes() for lam, qsas in path.items()},
+    }
+    stream_networks: dict[str, nn.Module] = {}
+    for target in q.compressions:
+        chosen, evaluated = search.search(scores, target, candidates=q.candidates, step=q.candidate_step)
+        outputs["candidates"] += [{"seed": seed, "target": target, "chosen": c == chosen, **c.row()} for c in evaluated]
+        pruned, prune_report = search.curve(chosen.lam, scores[chosen.lam]).model(chosen.fraction)
+        model = finish(copy.deepcopy(pruned))
+        found = {
+            "target": target, "lambda": chosen.lam, "tau": chosen.threshold, "fraction": chosen.fraction,
+            "kl": chosen.kl, "compression_estimate": chosen.compression,
+        }  # fmt: skip
+        _add_compression(report(model, "qsa", setting(target), pruning=prune_report, extra=found), fp32_bytes)
+        summary[setting(target)] = {**found, "kept_channels": _kept_channels(model, pruner.layers)}
+        streamed = target == q.controller.compression
+        if streamed:
+            pruner.deploy(path[chosen.lam], chosen.lam, chosen.fraction)
+            stream_networks["qsa"] = model
+
+        # 3. static baselines pruned to the QSA network's estimated compression. Their
+        # curves depend on the dense weights only (and the first seed's int8 correction):
+        # shared by the seeds of one dense model.
+        for method in q.baselines:
+            key = (dense_seed, method)
+            if key not in ctx.static_curves:
+                ctx.static_curves[key] = _static_curve(dense, method, compression, pruner.ignored, q.round_to, ctx.input_shape)
+            curve = ctx.static_curves[key]
+            sparsity = curve.smallest_fraction(chosen.compression)
+            static, static_report = curve.model(sparsity)
+            model = finish(copy.deepcopy(static))
+            extra = {"target": target, "matched_compression_estimate": curve(sparsity)}
+            _add_compression(report(model, method, setting(target), pruning=static_report, extra=extra), fp32_bytes)
+            if streamed:
+                stream_networks[method] = model
+                stream_networks[f"{method}:pruned"] = static  # before BN recalibration and fine-tuning
+    summary["search_seconds"] = time.perf_counter() - start
+
+    # 4. the stream
+    if q.stream_seeds is None or seed in q.stream_seeds:
+        records, fired, summary["cycle_seconds"] = _stream(
+            params, pruner, stream_networks, calib.x, ctx.data.test, seed, compression, ctx.device
+        )
+        outputs["stream"] += records
+        outputs["triggers"] += fired
+    return summary
+
+
+def _add_compression(row: dict[str, Any], fp32_bytes: int) -> None:
+    """The row's compression ratios: fp32 dense bytes over its fp32 and its int8 bytes."""
+    row["extra"] |= {"compression_fp32": fp32_bytes / row["size_bytes"], "compression_int8": fp32_bytes / row["int8_size_bytes"]}
+
+
+def _kept_channels(model: nn.Module, layers: list[str]) -> dict[str, int]:
+    modules = dict(model.named_modules())
+    return {n: getattr(modules[n], "out_channels", getattr(modules[n], "out_features", 0)) for n in layers}
+
+
+def _static_curve(
+    dense: nn.Module,
+    method: str,
+    compression: Compression,
+    ignored: list[str],
+    round_to: int | None,
+    input_shape: tuple[int, ...],
+) -> CompressionCurve:
+    """Compression of a static baseline as a function of its sparsity."""
+
+    def pruned(sparsity: float) -> tuple[nn.Module, prune.PruneReport]:
+        return prune.apply(dense, method, sparsity, ignored_layers=ignored, round_to=round_to, input_shape=input_shape)
+
+    return CompressionCurve(pruned, compression.estimate)
+
+
+def _stream(
+    params: Params,
+    pruner: QSAPruner,
+    networks: dict[str, nn.Module],
+    calib_x: torch.Tensor,
+    pool: Split,
+    seed: int,
+    compression: Compression,
+    device: torch.device,
+) -> tuple[list[dict], list[dict], float]:
+    """Run the arms on one stream; returns per-batch records, triggers and one timed cycle.
+
+    ``networks`` holds the deployed (BN-recalibrated, fine-tuned) "qsa" and static
+    networks, and each static network's pruned copy before that ("<method>:pruned").
+    Both controllers re-prune from the dense weights: the QSA one with regenerated
+    masks, the static one with its fixed masks; both then recalibrate BN, fine-tune if
+    configured and re-quantize, on the recent images only.
+    """
+    c = params.qsa.controller
+    stream = make_stream(
+        pool.x, pool.y, c.conditions, batches_per_condition=c.batches_per_condition, batch_size=c.batch_size,
+        severity=params.shift.severity, seed=seed,
+    )  # fmt: skip
+    static_method = params.qsa.baselines[0] if params.qsa.baselines else None
+    cycle = {
+        "steps": c.retrain_steps,
+        "compression": compression,
+        "fine_tune_epochs": c.fine_tune_epochs,
+        "fine_tune_lr": params.finetune.lr,
+    }
+    start = time.perf_counter()
+    pruner.cycle(calib_x, **cycle)  # one cycle on calibration data: the controller's overhead
+    cycle_seconds = time.perf_counter() - start
+    qsa_state = (pruner.qsas, pruner.lam, pruner.fraction)
+
+    def static_cycle(pruned: nn.Module) -> Callable[[torch.Tensor, torch.Tensor | None], Deployment]:
+        """The same cycle with the static masks fixed."""
+
+        def reprune(x: torch.Tensor, y: torch.Tensor | None) -> Deployment:
+            model = recalibrate_bn(copy.deepcopy(pruned), x)
+            if c.fine_tune_epochs > 0 and y is not None and len(y) >= 2:
+                fine_tune(
+                    model, x[: len(y)], y, epochs=c.fine_tune_epochs, lr=params.finetune.lr,
+                    batch_size=min(256, len(y)), seed=seed, device=device,
+                )  # fmt: skip
+            model.cpu().eval()
+            return Deployment(quantize_int8(model, x), {"compression_estimate": compression.estimate(model)})
+
+        return reprune
+
+    int8 = {name: quantize_int8(networks[name], calib_x) for name in ("qsa", static_method) if name}  # first deployments
+    arms = {"qsa": ("qsa", None), "qsa+controller": ("qsa", "qsa")}
+    if static_method is not None:
+        arms = {"static": (static_method, None), **arms, "static+controller": (static_method, "static")}
+    records, fired = [], []
+    for arm, (network, adapt) in arms.items():
+        pruner.qsas, pruner.lam, pruner.fraction = qsa_state  # every QSA arm starts from the deployed QSAs
+        reprune = None
+        if adapt == "qsa":
+            reprune = lambda x, y: pruner.cycle(x, y, **cycle)  # noqa: E731
+        elif adapt == "static":
+            reprune = static_cycle(networks[f"{network}:pruned"])
+        controller = DriftController(Deployment(int8[network]), reprune, c)
+        records += [{"seed": seed, "arm": arm, **r} for r in controller.run(stream)]
+        fired += [{"seed": seed, "arm": arm, **t} for t in controller.triggers]
+    return records, fired, cycle_seconds
+
+
+# --------------------------------------------------------------------------- notebook views
+
+
+def load(paths: ResultPaths, model_name: str) -> dict[str, Any]:
+    """The stage's outputs as DataFrames (results, candidates, stream, triggers) and the summary."""
+    out = stage_dir(paths, model_name)
+    table = results.read_table(out / "results.csv")
+    table = table.join(pd.json_normalize(table["extra"].map(json.loads)).set_index(table.index))
+    return {
+        "results": table,
+        "candidates": pd.read_csv(out / "candidates.csv"),
+        "stream": pd.read_csv(out / "stream.csv"),
+        "triggers": pd.read_csv(out / "triggers.csv"),
+        "summary": json.loads((out / "summary.json").read_text()),
+    }
+
+
+def comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method and setting: int8 compression and top-1, mean ± std over seeds, and the drop vs dense fp32."""
+    dense = table[table.method == "none"].set_index("seed")["top1"]
+    table = table.assign(drop=table.seed.map(dense) - table.int8_top1)
+    grouped = table.groupby(["setting", "method"])
+    return grouped.agg(
+        compression=("compression_int8", "mean"),
+        int8_top1=("int8_top1", "mean"),
+        int8_top1_std=("int8_top1", "std"),
+        drop=("drop", "mean"),
+        seeds=("seed", "nunique"),
+    ).round(3)
+
+
+def best_within(table: pd.DataFrame, max_drop: float = 1.0) -> pd.DataFrame:
+    """Per method, the highest measured compression whose mean int8 top-1 is within ``max_drop``
+    points of the dense fp32 model (the sweep's resolution is the ``compressions`` list)."""
+    summary = comparison(table).reset_index()
+    ok = summary[summary["drop"] <= max_drop]
+    best = ok.loc[ok.groupby("method")["compression"].idxmax()] if len(ok) else ok
+    return best.set_index("method")[["setting", "compression", "int8_top1", "drop", "seeds"]]
+
+
+def ablation(table: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Quantization only (dense int8), sparsity only (QSA fp32) and both (QSA int8) at ``target``."""
+    dense = table[table.method == "none"]
+    qsa = table[(table.method == "qsa") & (table.setting == setting(target))]
+    parts = {
+        "quantization only": (dense.compression_int8, dense.int8_top1),
+        "sparsity only": (qsa.compression_fp32, qsa.top1),
+        "both": (qsa.compression_int8, qsa.int8_top1),
+        "neither (dense fp32)": (dense.compression_fp32, dense.top1),
+    }
+    return pd.DataFrame(
+        {name: {"compression": c.mean(), "top1": a.mean(), "top1_std": a.std(), "seeds": len(a)} for name, (c, a) in parts.items()}
+    ).T.round(3)
+
+
+def compression_figure(table: pd.DataFrame) -> plt.Figure:
+    """int8 top-1 against compression, one marker per seed, per method."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for method, part in table.groupby("method"):
+        agg = part.groupby("setting").agg(c=("compression_int8", "mean"), a=("int8_top1", "mean"), s=("int8_top1", "std"))
+        agg = agg.sort_values("c")
+        ax.errorbar(agg.c, agg.a, yerr=agg.s.fillna(0), marker="o", capsize=3, label=method)
+    ax.set(xlabel="compression (fp32 dense bytes / int8 bytes)", ylabel="int8 top-1 (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stream_figure(stream: pd.DataFrame, triggers: pd.DataFrame, seed: int) -> plt.Figure:
+    """Top-1 per stream batch for every arm, condition segments shaded, re-prunes marked."""
+    part = stream[stream.seed == seed]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    first = part[part.arm == part.arm.iloc[0]]
+    segments = (first.condition != first.condition.shift()).cumsum()
+    for i, (_, seg) in enumerate(first.groupby(segments)):
+        ax.axvspan(seg.batch.min() - 0.5, seg.batch.max() + 0.5, color="0.92" if i % 2 else "white")
+        ax.text(seg.batch.mean(), 1.0, seg.condition.iloc[0], ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
+    for arm, rows in part.groupby("arm", sort=False):
+        line = ax.plot(rows.batch, rows.top1, marker=".", label=arm)[0]
+        fired = triggers[(triggers.seed == seed) & (triggers.arm == arm)]
+        for batch in fired.batch:
+            ax.axvline(batch + 0.5, color=line.get_color(), ls="--", lw=0.8)
+    ax.set(xlabel="stream batch (dashed: re-prune after that batch)", ylabel="top-1 (%)")
+    ax.legend(fontsize=7, ncols=2)
+    fig.tight_layout()
+    return fig
