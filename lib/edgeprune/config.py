@@ -13,14 +13,14 @@ import shutil
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
-from edgeprune.models import available_models
+from edgeprune.fields import ModelNames, Seeds
 from edgeprune.ppo.params import PPOParams
 from edgeprune.stages.device_power import DevicePowerParams
 
@@ -29,23 +29,6 @@ PROFILES = ("quick", "paper", "tiny")
 
 class ParamsError(ValueError):
     """A params file that does not validate; the message names the file and the key."""
-
-
-def _distinct_seeds(value: list[int]) -> list[int]:
-    if len(set(value)) != len(value) or min(value) < 0:
-        raise ValueError(f"seeds must be distinct non-negative integers, got {value}")
-    return value
-
-
-def _registered_models(value: list[str]) -> list[str]:
-    unknown = [m for m in value if m not in available_models()]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
-    return value
-
-
-Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct_seeds)]
-ModelNames = Annotated[list[str], AfterValidator(_registered_models)]
 
 
 class _Section(BaseModel):

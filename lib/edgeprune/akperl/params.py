@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeprune.data import CONDITIONS
-from edgeprune.models import available_models
+from edgeprune.fields import ModelNames
 
 ABLATIONS = ("no_stats", "no_power", "uniform")
 
@@ -41,7 +41,7 @@ class DQNParams(_Section):
 class AkperlParams(_Section):
     """AKPERL: a DQN picks per-layer filter-pruning levels, rewarded for accuracy, against power and intensity."""
 
-    models: list[str] = Field(default_factory=lambda: ["mobilenet_v3_small"], min_length=1, description="models (DVC matrix)")
+    models: ModelNames = Field(default_factory=lambda: ["mobilenet_v3_small"], min_length=1, description="models (DVC matrix)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="agent / fine-tuning seeds")
     ablation_seeds: list[int] | None = Field(None, description="seeds of the ablation runs; None = the same as seeds")
     ablations: list[Literal["no_stats", "no_power", "uniform"]] = Field(
@@ -78,14 +78,6 @@ class AkperlParams(_Section):
     stream_segments: int = Field(5, ge=1, description="condition segments in the stream (conditions cycle in a seeded order)")
     stream_batches: int = Field(2, ge=1, description="batches per segment")
     stream_batch_size: int = Field(16, ge=2)
-
-    @field_validator("models")
-    @classmethod
-    def _registered(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in available_models()]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
-        return value
 
     @field_validator("seeds", "ablation_seeds", "stream_seeds")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeprune.fakequant import SUPPORTED_BITS
-from edgeprune.models import available_models
+from edgeprune.fields import ModelNames
 
 
 class PPOParams(BaseModel):
@@ -20,7 +20,7 @@ class PPOParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # what and how often
-    models: list[str] = Field(
+    models: ModelNames = Field(
         ["mobilenet_v3_small"], min_length=1,
         description="models to compress (each needs dense weights)",
     )
@@ -85,14 +85,6 @@ class PPOParams(BaseModel):
     latency: bool = Field(False, description="measure CPU latency (batch 1 and 64) of the float and int8 models")
     latency_warmup: int = Field(1, ge=0)
     latency_repeats: int = Field(3, ge=3)
-
-    @field_validator("models")
-    @classmethod
-    def _registered(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in available_models()]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
-        return value
 
     @field_validator("seeds")
     @classmethod
