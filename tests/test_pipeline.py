@@ -54,13 +54,14 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert structured.macs < dense.macs and structured.params < dense.params
     akperl = pd.read_csv(work / "results/akperl/mobilenet_v3_small/rows.csv")
     assert "akperl" in set(akperl.method) and {"l1_filter", "none"} <= set(akperl.method)
+    assert json.loads((work / "results/qsa/mobilenet_v3_small/summary.json").read_text())
     ppo = pd.read_csv(work / "results/ppo/mobilenet_v3_small/rows.csv")
     assert {"ppo", "static_pq"} <= set(ppo.method)
     power = pd.read_csv(work / "results/device/power.csv")
     assert set(power.device) >= {"rpi4", "jetson-nano-10w"}
     assert power[power.device == "rpi4"].source.str.startswith("modelled").all()
     for report in ("00_data", "10_train_dense/mobilenet_v3_small-s0", "20_baselines/mobilenet_v3_small",
-                   "30_akperl_dqn/mobilenet_v3_small", "50_ppo_prune_quant/mobilenet_v3_small", "60_device_power"):
+                   "30_akperl_dqn/mobilenet_v3_small", "40_qsa/mobilenet_v3_small", "50_ppo_prune_quant/mobilenet_v3_small", "60_device_power"):
         assert (work / f"reports/{report}.html").stat().st_size > 10_000
     assert (work / "results/figures/00_data/conditions.png").is_file()
     assert "up to date" in run(["dvc", "status"], work).lower()

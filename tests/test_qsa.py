@@ -136,9 +136,24 @@ def test_compression_curve_finds_the_smallest_fraction_and_refuses_the_unreachab
 # --------------------------------------------------------------------------- masks on a network
 
 
+class SharedReLU(nn.Module):
+    """conv -> BN -> ReLU, conv -> BN, + skip, the same ReLU module again (as ResNets reuse it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.conv2, self.bn2 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + x)
+
+
 def test_activation_sites_follow_the_norm_and_nonlinearity():
     model = chain()
     assert activation_sites(model, ["0", "3"], torch.randn(1, *SHAPE)) == {"0": "2", "3": "5"}
+    shared = SharedReLU().eval()  # a module called twice would mix two activations: stop at the BN
+    assert activation_sites(shared, ["conv1", "conv2"], torch.randn(1, *SHAPE)) == {"conv1": "bn1", "conv2": "bn2"}
     with pytest.raises(KeyError, match="nope"):
         activation_sites(model, ["nope"], torch.randn(1, *SHAPE))
 
@@ -178,7 +193,8 @@ def test_search_and_cycle_give_a_smaller_int8_network():
     x = images(64)
     pruner = QSAPruner(model, None, QSASettings(steps=30), input_shape=SHAPE)
     path = pruner.lambda_path(x, [0.01, 0.1])
-    search = ThresholdSearch(model, x, Compression(model_size(model).total_bytes), ignored_layers=pruner.ignored, input_shape=SHAPE)
+    fp32 = Compression(model_size(model).total_bytes)
+    search = ThresholdSearch(model, x, fp32, ignored_layers=pruner.ignored, input_shape=SHAPE)
     chosen, evaluated = search.search({lam: q.importance() for lam, q in path.items()}, 6.0, candidates=2, step=0.1)
     assert len(evaluated) == 4 and chosen in evaluated  # two thresholds for each of two λ
     assert chosen.compression >= 6.0 and chosen.kl == min(c.kl for c in evaluated if c.compression >= 6.0)
@@ -217,7 +233,8 @@ def run(kinds: list[str], **config) -> tuple[DriftController, list[tuple]]:
         calls.append((len(x), None if y is None else len(y)))
         return Deployment(ColourNet(), {"call": len(calls)})
 
-    settings = {"window": 2, "cooldown": 1, "buffer_batches": 2, "label_delay": 1, "accuracy_drop": 20.0, "entropy_rise": 0.3, "timer": None}
+    settings = {"window": 2, "cooldown": 1, "buffer_batches": 2, "label_delay": 1, "timer": None}
+    settings |= {"accuracy_drop": 20.0, "entropy_rise": 0.3}
     controller = DriftController(Deployment(ColourNet()), reprune, ControllerParams(**{**settings, **config}))
     controller.run([batch(i, kind) for i, kind in enumerate(kinds)])
     return controller, calls

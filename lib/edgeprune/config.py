@@ -22,6 +22,7 @@ from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
 from edgeprune.fields import ModelNames, Seeds
 from edgeprune.ppo.params import PPOParams
+from edgeprune.qsa.params import QSAParams
 from edgeprune.stages.device_power import DevicePowerParams
 
 PROFILES = ("quick", "paper", "tiny")
@@ -129,12 +130,13 @@ class Params(_Section):
     finetune: FinetuneParams = FinetuneParams()
     baselines: BaselineParams | None = None
     akperl: AkperlParams | None = None
+    qsa: QSAParams | None = None
     ppo: PPOParams | None = None
     device_power: DevicePowerParams | None = None
 
     @model_validator(mode="after")
     def _methods_use_trained_models(self) -> Params:
-        for name in ("akperl", "ppo"):
+        for name in ("akperl", "qsa", "ppo"):
             section = getattr(self, name)
             missing = [m for m in section.models if m not in self.train.models] if section else []
             if missing:

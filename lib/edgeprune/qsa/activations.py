@@ -18,6 +18,7 @@ channels and worse at 20% (52.2% vs 56.7% top-1 after BN recalibration, quick mo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -34,7 +35,9 @@ def activation_sites(model: nn.Module, layers: Sequence[str], example: torch.Ten
     """For each layer name, the module whose output is that layer's activation.
 
     Follows the chain layer -> BatchNorm -> nonlinearity as far as each step consumes
-    the previous output tensor itself. Unknown layer names are a ``KeyError``.
+    the previous output tensor itself and is called once per forward pass (a ReLU
+    module reused across a residual block would mix several activations). Unknown
+    layer names are a ``KeyError``; a layer called more than once, a ``ValueError``.
     """
     modules = dict(model.named_modules())
     for name in layers:
@@ -59,6 +62,7 @@ def activation_sites(model: nn.Module, layers: Sequence[str], example: torch.Ten
         model.train(was_training)
         for h in handles:
             h.remove()
+    times = Counter(name for name, _, _ in calls)
     output_of = {}
     consumer_of: dict[int, list[str]] = {}
     for name, inp, out in calls:
@@ -67,11 +71,12 @@ def activation_sites(model: nn.Module, layers: Sequence[str], example: torch.Ten
             consumer_of.setdefault(id(inp), []).append(name)
     sites = {}
     for name in layers:
-        if name not in output_of:
-            raise ValueError(f"layer {name!r} is not called in a forward pass of {type(model).__name__}")
+        if times[name] != 1:
+            raise ValueError(f"layer {name!r} is called {times[name]} times per forward pass of {type(model).__name__}, not once")
         site = name
         for kinds in (NORMS, NONLINEARITIES):
-            nxt = [c for c in consumer_of.get(id(output_of[site]), []) if isinstance(modules[c], kinds) and c != site]
+            consumers = consumer_of.get(id(output_of[site]), [])
+            nxt = [c for c in consumers if isinstance(modules[c], kinds) and c != site and times[c] == 1]
             if len(nxt) != 1:
                 if kinds is NORMS:
                     continue  # no norm: the nonlinearity may still follow the layer itself

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeprune.data import CONDITIONS
-from edgeprune.models import available_models
+from edgeprune.fields import ModelNames, Seeds
 
 # The structured static methods of edgeprune.prune (kept literal: importing it would pull
 # Torch-Pruning into the params schema; a test checks they agree).
@@ -36,16 +36,16 @@ class ControllerParams(BaseModel):
     )
     label_delay: int = Field(1, ge=0, description="batches before a batch's labels arrive (labels monitor)")
     window: int = Field(2, ge=1, description="batches averaged by the monitor")
-    accuracy_drop: float = Field(10.0, gt=0, description="trigger when windowed top-1 falls this many points below the reference")
-    entropy_rise: float = Field(0.15, gt=0, description="trigger when windowed mean entropy (nats) rises this much above the reference")
+    accuracy_drop: float = Field(10.0, gt=0, description="trigger when windowed top-1 falls this many points below reference")
+    entropy_rise: float = Field(0.15, gt=0, description="trigger when windowed mean entropy rises this many nats above reference")
     latency_budget_ms: float | None = Field(
         None, gt=0, description="trigger when the windowed median latency per batch exceeds this (None: latency only logged)"
     )
-    timer: int | None = Field(4, ge=1, description="also re-prune every this many batches (None: no timer)")
+    timer: int | None = Field(6, ge=1, description="also re-prune every this many batches (None: no timer)")
     cooldown: int = Field(2, ge=0, description="batches after a re-prune during which no trigger fires")
     buffer_batches: int = Field(2, ge=1, description="most recent batches whose images retrain the QSA")
-    retrain_steps: int = Field(20, ge=1, description="QSA optimisation steps per re-prune (warm-started)")
-    fine_tune_epochs: float = Field(0.0, ge=0, description="epochs of fine-tuning on the labelled buffer (labels monitor; 0 = off)")
+    retrain_steps: int = Field(10, ge=1, description="QSA optimisation steps per re-prune (warm-started)")
+    fine_tune_epochs: float = Field(0.0, ge=0, description="epochs of fine-tuning on the labelled buffer (0 = off)")
 
     @field_validator("conditions")
     @classmethod
@@ -61,8 +61,8 @@ class QSAParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: list[str] = Field(default_factory=lambda: ["mobilenet_v3_small"], min_length=1, description="models (DVC matrix)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="method seeds (QSA init, data subsets, fine-tuning)")
+    models: ModelNames = Field(default_factory=lambda: ["mobilenet_v3_small"], min_length=1, description="models (DVC matrix)")
+    seeds: Seeds = Field(default_factory=lambda: [0], description="method seeds (QSA init, data subsets, fine-tuning)")
     stream_seeds: list[int] | None = Field(None, description="seeds that also run the drift stream; None = all")
     layers: list[str] | None = Field(
         None, description="prunable layers given a QSA and a mask; None = every Conv2d / Linear but the classifier"
@@ -71,8 +71,10 @@ class QSAParams(BaseModel):
     hidden_fraction: float = Field(1.0, gt=0, le=1, description="QSA code width as a fraction of the layer's channels")
     max_hidden: int | None = Field(32, ge=1, description="cap on the code width (keeps wide layers' QSAs cheap)")
     positions: int = Field(2, ge=1, description="spatial positions sampled per calibration image (one activation vector each)")
-    lambdas: list[float] = Field(default_factory=lambda: [1e-2, 1e-1], min_length=1, description="L1 weights λ tried (warm-started path)")
-    steps: int = Field(40, ge=1, description="Adam steps per QSA (full batch, cosine learning rate)")
+    lambdas: list[float] = Field(
+        default_factory=lambda: [1e-2, 1e-1], min_length=1, description="L1 weights λ tried (a warm-started path)"
+    )
+    steps: int = Field(30, ge=1, description="Adam steps per QSA (full batch, cosine learning rate)")
     lr: float = Field(1e-2, gt=0, description="QSA learning rate")
     compressions: list[float] = Field(
         default_factory=lambda: [8.0], min_length=1, description="target compression ratios (fp32 dense bytes / int8 bytes)"
@@ -82,10 +84,10 @@ class QSAParams(BaseModel):
     kl_bins: int = Field(128, ge=8, description="histogram bins of the KL divergence")
     kl_layer: str | None = Field(None, description="layer whose input is histogrammed; None = the classifier")
     round_to: int | None = Field(
-        None, ge=1, description="channels kept per layer rounded to a multiple (faster int8 kernels, but 16 -> 8 channels at once)"
+        None, ge=1, description="kept channels per layer rounded to a multiple (faster int8 kernels; 16 -> 8 at once)"
     )
-    baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="static methods compared at equal compression")
-    fine_tune: bool = Field(True, description="fine-tune every pruned network with the shared `finetune` budget (else BN recalibration only)")
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="static methods at equal compression")
+    fine_tune: bool = Field(True, description="fine-tune pruned networks with the shared `finetune` budget (else BN recalibration only)")
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = the whole test split")
     shift_accuracy: bool = Field(False, description="also measure every row's top-1 under each shift condition")
     latency: bool = Field(False, description="measure latency (batch 1 / 64) of every row")
@@ -130,18 +132,10 @@ class QSAParams(BaseModel):
             raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
         return value
 
-    @field_validator("models")
-    @classmethod
-    def _registered(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in available_models()]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
-        return value
-
-    @field_validator("seeds", "stream_seeds")
+    @field_validator("stream_seeds")
     @classmethod
     def _distinct(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (not value or len(set(value)) != len(value) or min(value) < 0):
-            raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {value}")
+            raise ValueError(f"stream_seeds must be a non-empty list of distinct non-negative integers, got {value}")
         return value
 

@@ -50,7 +50,9 @@ from edgeprune.train import fine_tune, resolve_device, set_threads
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
-TRIGGER_COLUMNS = ["seed", "arm", "batch", "condition", "reason", "signal", "reference", "seconds", "buffer_images", "labelled_images"]
+TRIGGER_COLUMNS = [
+    "seed", "arm", "batch", "condition", "reason", "signal", "reference", "seconds", "buffer_images", "labelled_images"
+]  # fmt: skip
 
 
 def stage_dir(paths: ResultPaths, model_name: str) -> Path:
@@ -82,7 +84,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     results.append_rows(out / "results.csv", outputs["rows"])
     _write_csv(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
     _write_csv(pd.DataFrame(outputs["stream"]), out / "stream.csv")
-    _write_csv(pd.DataFrame(outputs["triggers"]) if outputs["triggers"] else pd.DataFrame(columns=TRIGGER_COLUMNS), out / "triggers.csv")
+    fired = pd.DataFrame(outputs["triggers"]) if outputs["triggers"] else pd.DataFrame(columns=TRIGGER_COLUMNS)
+    _write_csv(fired, out / "triggers.csv")
     summary["stage_seconds"] = time.perf_counter() - tic
     write_json_atomic(out / "summary.json", summary)
     return summary
@@ -136,7 +139,9 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
         return model.cpu().eval()
 
     def report(model: nn.Module, method: str, name: str, **kw: Any) -> dict[str, Any]:
-        row = measure.report(model, test.x, test.y, method=method, setting=name, seed=seed, calib_x=calib.x, **kw, **measure_kwargs)
+        row = measure.report(
+            model, test.x, test.y, method=method, setting=name, seed=seed, calib_x=calib.x, **kw, **measure_kwargs
+        )
         row["extra"] = {"dense_seed": dense_seed, **(row["extra"] or {})}
         outputs["rows"].append(row)
         return row
@@ -218,9 +223,10 @@ def _add_compression(row: dict[str, Any], fp32_bytes: int) -> None:
     row["extra"] |= {"compression_fp32": fp32_bytes / row["size_bytes"], "compression_int8": fp32_bytes / row["int8_size_bytes"]}
 
 
-def _kept_channels(model: nn.Module, layers: list[str]) -> dict[str, int]:
+def _kept_channels(model: nn.Module, layers: list[str]) -> list[tuple[str, int]]:
+    """(layer, output channels) in network order."""
     modules = dict(model.named_modules())
-    return {n: getattr(modules[n], "out_channels", getattr(modules[n], "out_features", 0)) for n in layers}
+    return [(n, getattr(modules[n], "out_channels", getattr(modules[n], "out_features", 0))) for n in layers]
 
 
 def _static_curve(
@@ -357,9 +363,8 @@ def ablation(table: pd.DataFrame, target: float) -> pd.DataFrame:
         "both": (qsa.compression_int8, qsa.int8_top1),
         "neither (dense fp32)": (dense.compression_fp32, dense.top1),
     }
-    return pd.DataFrame(
-        {name: {"compression": c.mean(), "top1": a.mean(), "top1_std": a.std(), "seeds": len(a)} for name, (c, a) in parts.items()}
-    ).T.round(3)
+    rows = {name: {"compression": c.mean(), "top1": a.mean(), "top1_std": a.std(), "seeds": len(a)} for name, (c, a) in parts.items()}
+    return pd.DataFrame(rows).T.round(3)
 
 
 def compression_figure(table: pd.DataFrame) -> plt.Figure:
@@ -383,7 +388,8 @@ def stream_figure(stream: pd.DataFrame, triggers: pd.DataFrame, seed: int) -> pl
     segments = (first.condition != first.condition.shift()).cumsum()
     for i, (_, seg) in enumerate(first.groupby(segments)):
         ax.axvspan(seg.batch.min() - 0.5, seg.batch.max() + 0.5, color="0.92" if i % 2 else "white")
-        ax.text(seg.batch.mean(), 1.0, seg.condition.iloc[0], ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
+        label = seg.condition.iloc[0]
+        ax.text(seg.batch.mean(), 1.0, label, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
     for arm, rows in part.groupby("arm", sort=False):
         line = ax.plot(rows.batch, rows.top1, marker=".", label=arm)[0]
         fired = triggers[(triggers.seed == seed) & (triggers.arm == arm)]
