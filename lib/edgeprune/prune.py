@@ -189,6 +189,15 @@ class FilterNormImportance(tp.importance.Importance):
         return scores
 
 
+def group_producers(group: tp.Group, importance: FilterNormImportance) -> set[nn.Module]:
+    """The prunable layers of a dependency group whose *outputs* lose the group's channels."""
+    return {
+        item.dep.target.module
+        for item in group
+        if item.dep.handler in importance.OUT_FNS and isinstance(item.dep.target.module, PRUNABLE_TYPES)
+    }
+
+
 def _group_ratios(
     model: nn.Module,
     example: torch.Tensor,
@@ -211,11 +220,7 @@ def _group_ratios(
         score = importance(group)
         if score is None:
             continue
-        producers = {
-            item.dep.target.module
-            for item in group
-            if item.dep.handler in importance.OUT_FNS and isinstance(item.dep.target.module, PRUNABLE_TYPES)
-        }
+        producers = group_producers(group, importance)
         roots.append(group[0].dep.target.module)
         sizes.append(len(score))
         scores.append(score / score.mean().clamp_min(1e-12))

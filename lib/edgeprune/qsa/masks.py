@@ -34,7 +34,7 @@ from torch.optim.swa_utils import update_bn
 
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, model_size
-from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, PruneReport, classifier_name, prune_structured
+from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, PruneReport, group_producers, classifier_name, prune_structured
 
 
 class QSAImportance(FilterNormImportance):
@@ -99,11 +99,7 @@ def normalised_importance(
         score = importance(group)
         if score is None:
             continue
-        producers = {
-            item.dep.target.module
-            for item in group
-            if item.dep.handler in importance.OUT_FNS and isinstance(item.dep.target.module, PRUNABLE_TYPES)
-        }
+        producers = group_producers(group, importance)
         scores.append(score / score.mean().clamp_min(1e-12))
         weights.append(torch.full((len(score),), float(len(producers))))
     if not scores:
