@@ -15,7 +15,8 @@ from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
 from edgeprune.ppo.agent import best_feasible, extract_policy, greedy_episode, train_agent, warm_start_logits
 from edgeprune.ppo.params import PPOParams
-from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, recalibrate_bn, taylor_groups
+from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, taylor_groups
+from edgeprune.prune import recalibrate_bn
 from edgeprune.ppo.search import CompressionSearch, Outcome
 
 SHAPE = (3, 8, 8)

@@ -39,6 +39,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, count_macs, count_params
 
 METHODS = ("none", "l1_filter", "magnitude_structured", "magnitude_unstructured")
@@ -47,6 +48,40 @@ PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 # least one channel kept per layer); realising less than this below the target means
 # the model could not be pruned as asked.
 SHORTFALL_TOLERANCE = 0.02
+
+
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on images ``x``, in place; returns the model in eval mode.
+
+    Pruning shifts every downstream activation distribution; re-estimating the statistics
+    (reset, then a cumulative average over all of ``x``: momentum ``None``) recovers most of
+    the accuracy a pruned network loses before any fine-tuning, at the cost of a few forward
+    passes (the usual proxy in AMC-style search). Only the BatchNorm layers run in training
+    mode, so dropout stays off. ``x`` is uint8 images (normalised here) or float images
+    already normalised; batches go to the model's device.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    device = next(model.parameters()).device
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                batch = x[i : i + batch_size]
+                model((normalize(batch) if batch.dtype == torch.uint8 else batch).to(device))
+    finally:
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+        model.eval()
+    return model
+
+
+class UnreachableSparsity(ValueError):
+    """Structured pruning cannot remove the requested share of channels (layers hit their minimum width)."""
 
 
 @dataclass(frozen=True)
@@ -287,9 +322,9 @@ def prune_structured(
         raise RuntimeError(f"pruning changed the output shape of {type(model).__name__}")
     realised = 1.0 - _out_channels(pruned, list(layers)) / channels_before
     if realised < sparsity - SHORTFALL_TOLERANCE:
-        raise ValueError(
-            f"{type(model).__name__} cannot be pruned to {sparsity:.0%} of its channels: only {realised:.1%} "
-            "can be removed with every layer keeping at least one channel"
+        raise UnreachableSparsity(
+            f"{type(model).__name__} cannot be pruned to {sparsity:.0%} of its channels with {method}: only "
+            f"{realised:.1%} can be removed with every layer keeping at least max(1, round_to={round_to}) channels"
         )
     params_after, _ = count_params(pruned)
     report = PruneReport(

@@ -32,7 +32,7 @@ from edgeprune.akperl.units import PruningUnit, find_units
 from edgeprune.data import CONDITIONS, Split, apply_condition, normalize
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.power.model import DeviceProfile, Estimate, estimate, load_profile
-from edgeprune.prune import classifier_name
+from edgeprune.prune import classifier_name, recalibrate_bn
 
 Key = tuple[int, ...]
 
@@ -68,31 +68,6 @@ def batch_stats(x: torch.Tensor) -> np.ndarray:
 
 def _as_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Re-estimate every BatchNorm's running statistics on ``x`` (normalised float images), in place.
-
-    The statistics are reset and averaged over all of ``x`` (momentum ``None``); only
-    the BatchNorm layers run in training mode, so dropout stays off. Returns the model
-    in eval mode.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    model.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    try:
-        for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size])
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-        model.eval()
-    return model
 
 
 class AccuracyEvaluator:
@@ -132,7 +107,7 @@ class AccuracyEvaluator:
             raise KeyError(f"condition {condition!r} is not one of the evaluator's {list(self.conditions)}")
         tic = time.perf_counter()
         model.to(memory_format=torch.channels_last)
-        recalibrate_bn(model, self._calib[condition], self.batch_size)
+        recalibrate_bn(model, self._calib[condition], batch_size=self.batch_size)
         x = self._val[condition]
         correct = sum(
             int((model(x[i : i + self.batch_size]).argmax(1) == self._y[i : i + self.batch_size]).sum())

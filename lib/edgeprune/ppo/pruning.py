@@ -1,4 +1,4 @@
-"""Taylor-importance channel pruning with replayable plans, and BatchNorm recalibration.
+"""Taylor-importance channel pruning with replayable plans.
 
 Channel importance is the first-order Taylor estimate of the change of the loss when a
 channel is removed (Molchanov et al., CVPR 2019): |sum over the channel's weights of
@@ -175,31 +175,3 @@ def apply_plan(model: nn.Module, plan: PrunePlan, input_shape: Sequence[int] = I
             raise ValueError(f"plan removes all {len(idxs)} channels of group {root!r}; a group must keep one")
         group.prune()
     return pruned
-
-
-@torch.no_grad()
-def recalibrate_bn(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"
-) -> nn.Module:
-    """Re-estimate BatchNorm running statistics on uint8 images ``x``, in place.
-
-    Pruning shifts every downstream activation distribution; re-estimating the BN
-    statistics (a cumulative average over ``x``, everything else in eval mode) recovers
-    most of the accuracy a pruned network loses before fine-tuning, at the cost of a
-    few forward passes (the usual proxy in AMC-style search).
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in norms]
-    model.eval()
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    try:
-        for i in range(0, len(x), batch_size):
-            model(normalize(x[i : i + batch_size]).to(device))
-    finally:
-        for bn, momentum in zip(norms, momenta):
-            bn.momentum = momentum
-        model.eval()
-    return model

@@ -28,7 +28,8 @@ from torch import nn
 from edgeprune import fakequant
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, count_params, model_size
-from edgeprune.ppo.pruning import ChannelGroup, PrunePlan, apply_plan, make_plan, recalibrate_bn
+from edgeprune.ppo.pruning import ChannelGroup, PrunePlan, apply_plan, make_plan
+from edgeprune.prune import recalibrate_bn
 from edgeprune.train import evaluate
 
 BYTES_PER_MB = 1e6  # performance density is top-1 % per MB of 10^6 bytes
@@ -184,7 +185,7 @@ class CompressionSearch:
             self._models.move_to_end(rates)
             return self._models[rates]
         model = apply_plan(self.model, self.plan(rates), self.input_shape).to(self.device)
-        recalibrate_bn(model, self.calib_x, batch_size=self.batch_size, device=self.device)
+        recalibrate_bn(model, self.calib_x, batch_size=self.batch_size)
         calib = normalize(self.calib_x).to(self.device)
         hists = fakequant.activation_histograms(
             model, calib, self.layer_names, bins=self.kl_bins, batch_size=self.batch_size

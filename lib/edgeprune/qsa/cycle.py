@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from edgeprune.measure import INPUT_SHAPE
-from edgeprune.prune import PruneReport, prunable_layers
+from edgeprune.prune import PruneReport, prunable_layers, recalibrate_bn
 from edgeprune.qsa.activations import activation_samples, activation_sites
 from edgeprune.qsa.autoencoder import LayerQSAs, fit_layer_qsas
 from edgeprune.qsa.controller import Deployment
-from edgeprune.qsa.masks import Compression, ignored_for, prune_by_importance, recalibrate_bn
+from edgeprune.qsa.masks import Compression, ignored_for, prune_by_importance
 from edgeprune.quant import quantize_int8
 from edgeprune.train import fine_tune
 

@@ -30,11 +30,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from torch.fx.experimental.optimization import fuse
-from torch.optim.swa_utils import update_bn
 
-from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, model_size
-from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, PruneReport, group_producers, classifier_name, prune_structured
+from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, PruneReport, classifier_name, group_producers, prune_structured
 
 
 class QSAImportance(FilterNormImportance):
@@ -143,19 +141,6 @@ def prune_by_importance(
         input_shape=input_shape,
         round_to=round_to,
     )
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Re-estimate every BatchNorm's running statistics on uint8 images ``x`` (in place).
-
-    Pruning changes what each BN sees; ``torch.optim.swa_utils.update_bn`` recomputes
-    the statistics as a plain average over ``x``, no labels, no gradient steps.
-    """
-    param = next(model.parameters())
-    batches = [normalize(x[i : i + batch_size].to(param.device)) for i in range(0, len(x), batch_size)]
-    update_bn(batches, model)
-    return model.eval()
 
 
 def int8_size_estimate(model: nn.Module) -> int:

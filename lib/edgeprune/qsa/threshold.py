@@ -30,14 +30,13 @@ from torch import nn
 
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE
-from edgeprune.prune import PruneReport, classifier_name
+from edgeprune.prune import PruneReport, classifier_name, recalibrate_bn
 from edgeprune.qsa.masks import (
     Compression,
     QSAImportance,
     check_target,
     normalised_importance,
     prune_by_importance,
-    recalibrate_bn,
     threshold_of,
 )
 

@@ -60,9 +60,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
     data = load_prepared(paths.prepared)
     test = data.test.subset(cfg.eval_images, seed=0)
     calib_x = data.train.subset(cfg.calib_images, seed=0).x
-    pruned_cache: dict[tuple, tuple[nn.Module, prune.PruneReport | None]] = {}
+    pruned_cache: dict[tuple, tuple[nn.Module, prune.PruneReport | None] | None] = {}
     latency_cache: dict[tuple, dict] = {}
     rows = []
+    unreachable: dict[str, str] = {}
     jobs = [("none", 0.0)] + [(m, s) for m in cfg.methods for s in cfg.sparsities]
     for seed in cfg.seeds:
         dense_seed = dense_seed_for(params, seed)
@@ -71,10 +72,17 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
             key = (dense_seed, method, sparsity)
             if key not in pruned_cache:
                 options = {"round_to": cfg.round_to} if method in STRUCTURED else {}
-                pruned_cache[key] = (dense, None) if method == "none" else prune.apply(dense, method, sparsity, **options)
+                try:
+                    pruned_cache[key] = (dense, None) if method == "none" else prune.apply(dense, method, sparsity, **options)
+                except prune.UnreachableSparsity as err:  # a structured method's ceiling: no row, said in the summary
+                    pruned_cache[key] = None
+                    unreachable[f"{method}/s{sparsity:.2f}"] = str(err)
+            if pruned_cache[key] is None:
+                continue
             template, report = pruned_cache[key]
             model = copy.deepcopy(template)
-            if method != "none":
+            if method != "none":  # the protocol every method shares: BN recalibration, then the fine-tune budget
+                prune.recalibrate_bn(model, calib_x)
                 subset = data.train.subset(ft.images, seed=seed)
                 fine_tune(
                     model, subset.x, subset.y, epochs=ft.epochs, lr=ft.lr, batch_size=ft.batch_size, seed=seed, device=device
@@ -115,6 +123,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
     results.append_rows(out, rows)
     table = results.read_table(out)
     write_json_atomic(out.with_name("summary.json"), summary_metrics(table))
+    write_json_atomic(out.with_name("unreachable.json"), unreachable)
     return table
 
 
