@@ -44,12 +44,13 @@ from edgeprune import measure, prune, results
 from edgeprune.akperl.agent import AgentRun, grid_search, train_agent
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
-from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key, recalibrate_bn
+from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
 from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
 from edgeprune.config import Params
 from edgeprune.data import PreparedData, Split, load_prepared, normalize
-from edgeprune.io import atomic_write, read_json, write_json_atomic
+from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
+from edgeprune.prune import recalibrate_bn
 from edgeprune.stages.baselines import dense_seed_for as dense_seed
 from edgeprune.stages.dense import load_dense
 from edgeprune.stats import format_summary, summarise
@@ -326,6 +327,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
             nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], data, device)
             with_dense = not any(r["method"] == "none" and r["seed"] == d for r in rows)
             rows += _table1_rows(nets, test, model_name, with_dense=with_dense)
+            if run_.seed == p.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
+                save_module(nets.akperl(nets.clean_levels), out / "models" / "akperl-clean-config.pt")
             if run_.seed in (p.stream_seeds or p.seeds):
                 frames.append(_stream(nets, test))
 

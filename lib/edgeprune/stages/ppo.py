@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,7 +42,7 @@ from torch import nn
 from edgeprune import fakequant, measure, results, stats
 from edgeprune.data import PreparedData, load_prepared, normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv, density_reward
-from edgeprune.io import atomic_write, read_json, write_json_atomic
+from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import best_feasible, extract_policy, log_episodes, train_agent
 from edgeprune.ppo.pruning import apply_plan, taylor_groups
@@ -224,8 +225,16 @@ def _policy_table(ctx: DenseContext, chosen: Episode, pruned: nn.Module) -> list
     ]
 
 
-def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int) -> dict[str, Any]:
-    """Search, retrain and report one seed; returns its record (JSON-serialisable)."""
+def kept_model_path(paths: ResultPaths, model_name: str, seed: int) -> Path:
+    """Where a seed's fine-tuned PPO network is kept beside its checkpoint (survives a resumed run)."""
+    return checkpoint_path(paths, model_name, seed).with_name(f"s{seed}-ppo-policy-ft.pt")
+
+
+def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, keep: Path | None = None) -> dict[str, Any]:
+    """Search, retrain and report one seed; returns its record (JSON-serialisable).
+
+    With ``keep``, the fine-tuned PPO network is saved there (for the device-power stage).
+    """
     cfg, ft, device = params.ppo, params.finetune, resolve_device(params.device)
     timings = {}
     tic = time.perf_counter()
@@ -267,6 +276,8 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int) -
         ),
     ]  # fmt: skip
     timings["report_s"] = time.perf_counter() - tic
+    if keep is not None:
+        save_module(tuned, keep)
     return {
         "seed": seed,
         "dense_seed": ctx.dense_seed,
@@ -329,9 +340,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
         if dense_seed not in contexts:
             contexts[dense_seed] = DenseContext(params, paths, data, model_name, dense_seed)
         ctx = contexts[dense_seed]
+        keep = kept_model_path(paths, model_name, seed) if seed == cfg.seeds[0] else None
         record = _resume(checkpoint_path(paths, model_name, seed), ctx.fingerprint)
-        if record is None:
-            record = run_seed(params, data, ctx, seed)
+        if record is None or (keep is not None and not keep.is_file()):
+            record = run_seed(params, data, ctx, seed, keep)
             write_json_atomic(checkpoint_path(paths, model_name, seed), record)
         records.append(record)
         live_dir = paths.dvclive(STAGE, model_name) / f"s{seed}"
@@ -340,6 +352,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
         keys = ("seed", "dense_seed", "accuracy_floor", "dense_search", "chosen", "greedy", "static", "plan", "policy")
         write_json_atomic(out / f"s{seed}" / "policy.json", {k: record[k] for k in keys})
         _write_csv(pd.DataFrame(record["episodes"]).rename_axis("episode"), out / f"s{seed}" / "episodes.csv")
+    with atomic_write(out / "models" / "ppo-policy-ft.pt") as tmp:  # kept for the device-power stage
+        shutil.copyfile(kept_model_path(paths, model_name, cfg.seeds[0]), tmp)
     rows_path = paths.method_rows(STAGE, model_name)
     rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
     results.append_rows(rows_path, [row for record in records for row in record["rows"]])

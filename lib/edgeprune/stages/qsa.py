@@ -36,11 +36,12 @@ from tqdm.auto import tqdm
 
 from edgeprune import measure, prune, results
 from edgeprune.data import PreparedData, Split, load_prepared
-from edgeprune.io import atomic_write, write_json_atomic
+from edgeprune.io import atomic_write, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
+from edgeprune.prune import recalibrate_bn
 from edgeprune.qsa.controller import Deployment, DriftController, make_stream
 from edgeprune.qsa.cycle import QSAPruner, QSASettings
-from edgeprune.qsa.masks import Compression, int8_size_estimate, recalibrate_bn
+from edgeprune.qsa.masks import Compression, int8_size_estimate
 from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
 from edgeprune.quant import quantize_int8
 from edgeprune.stages.baselines import dense_seed_for
@@ -69,7 +70,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
-    """Run every seed; write results.csv, candidates.csv, stream.csv, triggers.csv, summary.json."""
+    """Run every seed; write rows.csv (the tidy table), candidates.csv, stream.csv, triggers.csv, summary.json."""
     if params.qsa is None:
         raise ValueError("params has no `qsa` section: the 40_qsa stage needs one")
     tic = time.perf_counter()
@@ -81,7 +82,9 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     for seed in tqdm(params.qsa.seeds, desc=f"qsa {model_name}", mininterval=5):
         summary["seeds"][str(seed)] = _run_seed(context, seed, outputs)
     out = stage_dir(paths, model_name)
-    results.append_rows(out / "results.csv", outputs["rows"])
+    rows_path = paths.method_rows("qsa", model_name)
+    rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
+    results.append_rows(rows_path, outputs["rows"])
     _write_csv(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
     _write_csv(pd.DataFrame(outputs["stream"]), out / "stream.csv")
     fired = pd.DataFrame(outputs["triggers"]) if outputs["triggers"] else pd.DataFrame(columns=TRIGGER_COLUMNS)
@@ -184,6 +187,8 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
             "kl": chosen.kl, "compression_estimate": chosen.compression,
         }  # fmt: skip
         _add_compression(report(model, "qsa", setting(target), pruning=prune_report, extra=found), fp32_bytes)
+        if seed == q.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
+            save_module(model, stage_dir(ctx.paths, ctx.model_name) / "models" / f"qsa-{setting(target)}.pt")
         summary[setting(target)] = {**found, "kept_channels": _kept_channels(model, pruner.layers)}
         streamed = target == q.controller.compression
         if streamed:
@@ -319,7 +324,7 @@ def _stream(
 def load(paths: ResultPaths, model_name: str) -> dict[str, Any]:
     """The stage's outputs as DataFrames (results, candidates, stream, triggers) and the summary."""
     out = stage_dir(paths, model_name)
-    table = results.read_table(out / "results.csv")
+    table = results.read_table(paths.method_rows("qsa", model_name))
     table = table.join(pd.json_normalize(table["extra"].map(json.loads)).set_index(table.index))
     return {
         "results": table,
