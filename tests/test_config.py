@@ -100,3 +100,16 @@ def test_every_key_dvc_yaml_interpolates_is_written_in_the_profile(path: Path) -
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"{path.name} lacks {key}, which dvc.yaml interpolates"
             node = node[part]
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", profile_path("paper"), profile_path("tiny")], ids=lambda p: p.name)
+def test_every_param_a_stage_tracks_is_written_in_the_profile(path: Path) -> None:
+    """`dvc repro` stops with "Parameters ... are missing" when a tracked key is only a validated default."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    raw = yaml.safe_load(path.read_text())
+    for name, stage in stages.items():
+        for key in (stage.get("do", stage)).get("params", []):
+            node = raw
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{path.name} lacks {key}, which stage {name!r} tracks"
+                node = node[part]

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from edgeprune.claims import CLAIMS, VERDICTS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -60,9 +62,19 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     power = pd.read_csv(work / "results/device/power.csv")
     assert set(power.device) >= {"rpi4", "jetson-nano-10w"}
     assert power[power.device == "rpi4"].source.str.startswith("modelled").all()
+    assert set(power.stage) == {"baselines", "akperl", "qsa", "ppo"}  # every method's kept models costed
+    claims = pd.read_csv(work / "results/tables/claims.csv", keep_default_na=False)
+    assert len(claims) == len(CLAIMS) and set(claims.verdict) <= set(VERDICTS)
+    assert (claims.ours != "—").sum() >= 10  # most claims measured, even on tiny data
+    assert (work / "results/tables/papers/akperl_table1.tex").is_file()
+    assert (work / "results/tables/stats/welch.csv").is_file()
     for report in ("00_data", "10_train_dense/mobilenet_v3_small-s0", "20_baselines/mobilenet_v3_small",
-                   "30_akperl_dqn/mobilenet_v3_small", "40_qsa/mobilenet_v3_small", "50_ppo_prune_quant/mobilenet_v3_small", "60_device_power"):
+                   "30_akperl_dqn/mobilenet_v3_small", "40_qsa/mobilenet_v3_small", "50_ppo_prune_quant/mobilenet_v3_small",
+                   "60_device_power", "90_tables", "91_stats"):  # fmt: skip
         assert (work / f"reports/{report}.html").stat().st_size > 10_000
+    index = (work / "reports/index.html").read_text()
+    assert 'href="90_tables.html"' in index and "Claims check" in index
     assert (work / "results/figures/00_data/conditions.png").is_file()
     assert "up to date" in run(["dvc", "status"], work).lower()
-    assert "top1" in run(["dvc", "metrics", "show"], work)
+    metrics_shown = run(["dvc", "metrics", "show"], work)
+    assert "top1" in metrics_shown and "verdicts.reproduced" in metrics_shown

@@ -87,7 +87,7 @@ class Claim:
         if self.value is None:
             return "direction only"
         unit = f" {self.unit}" if self.unit else ""
-        number = f"{self.value:g}"
+        number = f"{round(self.value, 2):g}"
         if self.kind == "within":
             return f"{number} ± {self.tolerance:g}{unit}"
         prefix = "≤" if self.kind == "at_most" else "≥"

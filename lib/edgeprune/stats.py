@@ -234,6 +234,7 @@ def compare_methods(
     by: list[str] | None = None,
     alpha: float = 0.05,
     confidence: float = 0.95,
+    alternative: str = "two-sided",
 ) -> pd.DataFrame:
     """Welch t-test of every treatment against every control, Holm-corrected.
 
@@ -241,6 +242,7 @@ def compare_methods(
     (``mean_diff`` = treatment - control), ``p_holm`` and ``reject`` (``p_holm < alpha``).
     The Holm family is the whole table: all groups and pairs together, the conservative choice
     when a paper's claim rests on all of them. A method compared with itself is skipped.
+    ``alternative="greater"`` tests "treatment better than control" one-sided (see :func:`welch_ttest`).
     """
     by = list(by or [])
     if not treatments or not controls:
@@ -262,7 +264,7 @@ def compare_methods(
             a = group.loc[group[method_col] == treat, metric]
             b = group.loc[group[method_col] == ctrl, metric]
             try:
-                res = welch_ttest(a, b, confidence=confidence)
+                res = welch_ttest(a, b, confidence=confidence, alternative=alternative)
             except ValueError as err:
                 where = f" in group {labels}" if by else ""
                 raise ValueError(f"{metric!r}, {treat!r} vs {ctrl!r}{where}: {err}") from err

@@ -1,0 +1,116 @@
+"""Read back what the method stages wrote, for the tables and statistics stages.
+
+Every method stage writes its tidy rows to ``results/<stage>/<model>/rows.csv``
+(:mod:`edgeprune.results`); a few tables also need a stage's own files (AKPERL's ablations
+and convergence summary, PPO's per-seed comparison, the device-power table). A stage or
+model that has not run is recorded in :attr:`Results.missing` rather than failing, so the
+tables show what exists and say what does not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgeprune import results
+from edgeprune.io import read_json
+from edgeprune.paths import ResultPaths
+
+__all__ = ["METHOD_STAGES", "Results", "extra", "load_results"]
+
+METHOD_STAGES = ("baselines", "akperl", "qsa", "ppo")
+"""Stages that write tidy rows, in pipeline order."""
+
+
+def _parse_extra(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        return json.loads(value)
+    return {}
+
+
+def extra(rows: pd.DataFrame, key: str, default: Any = np.nan) -> pd.Series:
+    """The ``extra`` field ``key`` of every row (``default`` where a row lacks it)."""
+    return rows["extra"].map(lambda e: _parse_extra(e).get(key, default)).rename(key)
+
+
+@dataclass
+class Results:
+    """The method stages' outputs for some models.
+
+    ``rows``: every tidy row, with a ``stage`` column; ``akperl`` / ``qsa`` / ``ppo``: per model,
+    the stage files the papers' tables need beyond the rows; ``power``: the device-power table
+    (``None`` if that stage has not run); ``missing``: "<stage>/<model>" pairs with no rows.
+    """
+
+    rows: pd.DataFrame
+    akperl: dict[str, dict[str, Any]] = field(default_factory=dict)
+    qsa: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ppo: dict[str, pd.DataFrame] = field(default_factory=dict)
+    power: pd.DataFrame | None = None
+    missing: list[str] = field(default_factory=list)
+
+    def stage(self, stage: str, model: str | None = None) -> pd.DataFrame:
+        """Rows of one stage (and model), index reset."""
+        mask = self.rows["stage"] == stage
+        if model is not None:
+            mask &= self.rows["model"] == model
+        return self.rows[mask].reset_index(drop=True)
+
+    def models(self, stage: str) -> list[str]:
+        """Models with rows from ``stage``, in first-seen order."""
+        return list(dict.fromkeys(self.stage(stage)["model"]))
+
+
+def _rows(paths: ResultPaths, stage: str, model: str) -> pd.DataFrame | None:
+    path = paths.method_rows(stage, model)
+    if not path.is_file():
+        return None
+    return results.read_table(path).assign(stage=stage)
+
+
+def _stage_files(folder: Path, csvs: Sequence[str]) -> dict[str, Any]:
+    """``summary.json`` and the named CSVs of a stage folder, those that exist."""
+    out: dict[str, Any] = {}
+    if (folder / "summary.json").is_file():
+        out["summary"] = read_json(folder / "summary.json")
+    for name in csvs:
+        if (folder / f"{name}.csv").is_file():
+            out[name] = pd.read_csv(folder / f"{name}.csv")
+    return out
+
+
+def load_results(paths: ResultPaths, models: Iterable[str], stages: Sequence[str] = METHOD_STAGES) -> Results:
+    """Collect the rows of ``stages`` x ``models`` and the extra files the tables use."""
+    unknown = [s for s in stages if s not in METHOD_STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; method stages are {list(METHOD_STAGES)}")
+    frames, missing = [], []
+    res = Results(rows=pd.DataFrame(columns=[*results.COLUMNS, "stage"]))
+    for stage in stages:
+        for model in models:
+            rows = _rows(paths, stage, model)
+            if rows is None:
+                missing.append(f"{stage}/{model}")
+                continue
+            frames.append(rows)
+            folder = paths.method_rows(stage, model).parent
+            if stage == "akperl":
+                res.akperl[model] = _stage_files(folder, ("ablations", "stream", "episodes", "policies"))
+            elif stage == "qsa":
+                res.qsa[model] = _stage_files(folder, ("stream", "triggers"))
+            elif stage == "ppo" and (folder / "comparison.csv").is_file():
+                res.ppo[model] = pd.read_csv(folder / "comparison.csv")
+    if frames:
+        res.rows = pd.concat(frames, ignore_index=True)
+    res.missing = missing
+    power = paths.root / "device" / "power.csv"
+    res.power = pd.read_csv(power) if power.is_file() else None
+    return res

@@ -1,0 +1,184 @@
+"""Our number for each claim of :data:`edgeprune.claims.CLAIMS`, computed from the stages' results.
+
+Every measurement is a mean over seeds with the half-width of its 95% Student-t interval,
+taken over *per-seed* quantities: a difference or a ratio is formed within each seed first
+(AKPERL seed s against the static baselines fine-tuned with seed s, against the dense model
+it pruned), then averaged. A claim whose stage or model did not run gets no entry, which the
+claims table shows as "not testable here: no measurement supplied", or an entry with a note
+saying why the measurement is missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from edgeprune.report.collect import Results, extra
+from edgeprune.stats import compare_methods, mean_ci
+
+__all__ = ["PLATEAU_FRACTION", "QSA_PAPER_TARGET", "claim_measurements"]
+
+Measured = tuple[float | None, float | None, str]
+
+QSA_PAPER_TARGET = 8.0
+"""The compression of the QSA paper's CIFAR-10 claim: the QSA setting nearest to it is judged."""
+
+PLATEAU_FRACTION = 0.5
+"""A DQN run counts as converged when its rolling reward reaches 99% of its final value within
+this fraction of its steps (it then stays on a plateau for the rest of the run)."""
+
+
+def _mci(values: pd.Series | np.ndarray, note: str = "") -> Measured:
+    values = pd.Series(values, dtype=float).dropna()
+    if values.empty:
+        return None, None, note or "no values"
+    mean, half = mean_ci(values)
+    return mean, half, note
+
+
+def _by_seed(rows: pd.DataFrame, method: str, column: str) -> pd.Series:
+    """``column`` of ``method``'s rows indexed by seed (one row per seed expected)."""
+    part = rows[rows["method"] == method]
+    if part["seed"].duplicated().any():
+        raise ValueError(f"method {method!r} has several rows per seed; select one setting first")
+    return part.set_index(part["seed"].astype(int))[column].astype(float)
+
+
+def _dense_by_seed(rows: pd.DataFrame, column: str) -> pd.Series:
+    """The dense model's ``column`` for every method row, matched through its ``dense_seed``.
+
+    Dense rows (method ``none``) carry the dense seed as their seed; method rows name the
+    dense model they pruned in ``extra.dense_seed`` (their own seed when absent).
+    """
+    dense = rows[rows["method"] == "none"]
+    dense_value = dense.groupby(extra(dense, "dense_seed").fillna(dense["seed"]).astype(int))[column].mean()
+    method_rows = rows[rows["method"] != "none"].drop_duplicates("seed")
+    dense_seed = extra(method_rows, "dense_seed").fillna(method_rows["seed"]).astype(int)
+    return pd.Series(dense_seed.map(dense_value).to_numpy(), index=method_rows["seed"].astype(int).to_numpy())
+
+
+def _mobilenet(models: list[str]) -> str | None:
+    return next((m for m in models if m.startswith("mobilenet")), None)
+
+
+# --------------------------------------------------------------------------- AKPERL
+
+
+def _akperl(res: Results, out: dict[str, Measured]) -> None:
+    models = res.models("akperl")
+    model = _mobilenet(models) or (models[0] if models else None)
+    if model is None:
+        return
+    rows = res.stage("akperl", model)
+    rows = rows.assign(power=extra(rows, "power_mw_modelled").astype(float))
+    note = f"{model}, seeds {sorted(_by_seed(rows, 'akperl', 'top1').index.tolist())}"
+    ak = {c: _by_seed(rows, "akperl", c) for c in ("top1", "power", "latency_b1_ms", "sparsity_realised")}
+    l1 = {c: _by_seed(rows, "l1_filter", c) for c in ("top1", "power")}
+    mag = {c: _by_seed(rows, "magnitude_structured", c) for c in ("top1", "power")}
+    dense = {c: _dense_by_seed(rows, c) for c in ("top1", "power", "latency_b1_ms")}
+
+    out["akperl_acc_drop"] = _mci(dense["top1"] - ak["top1"], note)
+    out["akperl_vs_l1_acc"] = _mci(ak["top1"] - l1["top1"], note)
+    out["akperl_vs_magnitude_acc"] = _mci(ak["top1"] - mag["top1"], note)
+    out["akperl_power_reduction"] = _mci(100 * (dense["power"] - ak["power"]) / dense["power"], note)
+    best_static = pd.concat([l1["power"], mag["power"]], axis=1).min(axis=1)
+    out["akperl_power_vs_static"] = _mci(100 * (best_static - ak["power"]) / dense["power"], note)
+    out["akperl_latency_reduction"] = _mci(
+        100 * (dense["latency_b1_ms"] - ak["latency_b1_ms"]) / dense["latency_b1_ms"],
+        f"{note}; measured on this machine's CPU, batch 1",
+    )
+    out["akperl_sparsity"] = _mci(100 * ak["sparsity_realised"], f"{note}; share of prunable channels removed")
+
+    if len(ak["top1"]) >= 2:
+        tests = compare_methods(rows, "top1", ["akperl"], ["l1_filter", "magnitude_structured"], alternative="greater")
+        out["akperl_significance"] = (
+            float(tests["p_holm"].max()),
+            0.0,
+            f"{note}; one-sided Welch (AKPERL > baseline), Holm over both baselines, n = {len(ak['top1'])} per method",
+        )
+    else:
+        out["akperl_significance"] = (None, None, "needs at least 2 seeds")
+
+    files = res.akperl.get(model, {})
+    summary = files.get("summary")
+    if summary:
+        steps = pd.Series({int(k): v for k, v in summary["steps_to_99"].items()}, dtype=float)
+        budget = summary["steps_per_run"]
+        converged = steps[steps <= PLATEAU_FRACTION * budget]
+        if len(converged) == len(steps) and len(steps):
+            out["akperl_dqn_convergence"] = _mci(
+                converged, f"{note}; reward within 1% of its final value by these steps of {budget} per run"
+            )
+        else:
+            out["akperl_dqn_convergence"] = (
+                None,
+                None,
+                f"{len(steps) - len(converged)} of {len(steps)} runs still rising after {PLATEAU_FRACTION:.0%} "
+                f"of their {budget} steps: no plateau to measure (raise akperl.dqn.steps)",
+            )
+    ablations = files.get("ablations")
+    if ablations is not None and "no_stats" in set(ablations["variant"]):
+        full = ablations[ablations["variant"] == "full"].set_index("seed")["final_R"]
+        cut = ablations[ablations["variant"] == "no_stats"].set_index("seed")["final_R"]
+        paired = (full - cut).dropna()
+        out["akperl_monitoring_ablation"] = _mci(paired, f"{model}, ablation seeds {paired.index.tolist()}")
+
+
+# --------------------------------------------------------------------------- QSA
+
+
+def _qsa(res: Results, out: dict[str, Measured]) -> None:
+    models = res.models("qsa")
+    if not models:
+        return
+    model = _mobilenet(models) or models[0]
+    rows = res.stage("qsa", model)
+    rows = rows.assign(target=extra(rows, "target").astype(float), compression=extra(rows, "compression_int8").astype(float))
+    dense = rows[rows["method"] == "none"]
+    out["qsa_quantization_alone"] = _mci(dense["compression"], f"{model}: dense fp32 bytes / its int8 bytes")
+
+    qsa = rows[rows["method"] == "qsa"]
+    if qsa.empty:
+        return
+    targets = qsa["target"].unique()
+    target = float(targets[np.argmin(np.abs(targets - QSA_PAPER_TARGET))])
+    at = rows[(rows["target"] == target) | (rows["method"] == "none")]
+    statics = [m for m in at["method"].unique() if m not in ("none", "qsa")]
+    note = f"{model}, QSA target {target:g}x, int8 accuracy, seeds {sorted(qsa['seed'].unique().tolist())}"
+    q = _by_seed(at, "qsa", "int8_top1")
+    dense_top1 = _dense_by_seed(at, "top1")
+    out["qsa_cifar10_compression"] = _mci(_by_seed(at, "qsa", "compression"), note)
+    out["qsa_cifar10_drop"] = _mci(dense_top1 - q, f"{note}; drop from the dense fp32 model")
+    if statics:
+        best = max(statics, key=lambda m: _by_seed(at, m, "int8_top1").mean())
+        s = _by_seed(at, best, "int8_top1")
+        why = f"{note}; best static baseline at the same compression: {best}"
+        out["qsa_cifar10_static_drop"] = _mci(dense_top1.reindex(s.index) - s, why)
+        out["qsa_cifar10_vs_static"] = _mci(q - s, why)
+
+
+# --------------------------------------------------------------------------- PPO
+
+
+def _ppo(res: Results, out: dict[str, Measured]) -> None:
+    models = list(res.ppo)
+    mobilenet = _mobilenet(models)
+    for claim, model in (("ppo_density_mobilenet", mobilenet), ("ppo_density_vgg19", "vgg19_bn")):
+        if model in res.ppo:
+            comp = res.ppo[model]
+            out[claim] = _mci(comp["density_gain_pct"], f"{model}, seeds {comp['seed'].tolist()}")
+        else:
+            out[claim] = (None, None, f"no PPO run on {model or 'a MobileNet'} in this profile (ppo.models)")
+    if models:
+        loss = pd.concat([res.ppo[m]["top1_loss"] for m in models], ignore_index=True)
+        out["ppo_accuracy_maintained"] = _mci(loss, f"{', '.join(models)} pooled, {len(loss)} runs")
+
+
+def claim_measurements(res: Results) -> dict[str, Measured]:
+    """Claim id -> (mean, 95% CI half-width, note) for every claim our results can answer."""
+    out: dict[str, Measured] = {}
+    for part in (_akperl, _qsa, _ppo):
+        part(res, out)
+    return {k: (None, None, v[2] or "no value") if v[0] is None or math.isnan(v[0]) else v for k, v in out.items()}

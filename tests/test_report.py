@@ -1,0 +1,280 @@
+"""edgeprune.report: claim measurements, tables, statistics and the HTML index on hand-made results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from edgeprune import results
+from edgeprune.claims import claims_table
+from edgeprune.paths import ResultPaths
+from edgeprune.report import analysis, figures, tables
+from edgeprune.report.collect import Results, load_results
+from edgeprune.report.evidence import claim_measurements
+from edgeprune.report.html import write_index
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+
+def _frame(stage: str, rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for row in rows:
+        full = {c: np.nan for c in results.COLUMNS}
+        extra = row.pop("extra", {})
+        full.update(row, extra=json.dumps(extra), stage=stage)
+        out.append(full)
+    return pd.DataFrame(out)
+
+
+DENSE = {"top1": 72.0, "power": 150.0, "latency": 20.0}
+AKPERL = [71.5, 71.8, 72.1]
+L1 = [68.0, 68.5, 67.9]
+MAG = [67.0, 67.4, 66.8]
+
+
+def _akperl_rows() -> pd.DataFrame:
+    rows = [{"model": "mobilenet_v3_small", "method": "none", "setting": "dense", "seed": 0, "top1": DENSE["top1"],
+             "latency_b1_ms": DENSE["latency"], "sparsity_realised": 0.0, "extra": {"power_mw_modelled": DENSE["power"]}}]  # fmt: skip
+    for seed in range(3):
+        for method, acc, power, sparsity in (
+            ("akperl", AKPERL[seed], 100.0 + seed, 0.45),
+            ("l1_filter", L1[seed], 120.0, 0.45),
+            ("magnitude_structured", MAG[seed], 115.0 - seed, 0.45),
+        ):
+            rows.append({"model": "mobilenet_v3_small", "method": method, "setting": "x", "seed": seed, "top1": acc,
+                         "latency_b1_ms": 19.0 + 0.1 * seed, "sparsity_realised": sparsity,
+                         "extra": {"power_mw_modelled": power, "dense_seed": 0}})  # fmt: skip
+    return _frame("akperl", rows)
+
+
+def _qsa_rows() -> pd.DataFrame:
+    rows = []
+    for seed in range(3):
+        rows.append({"model": "m", "method": "none", "setting": "dense", "seed": seed, "top1": 80.0, "int8_top1": 79.8,
+                     "extra": {"compression_int8": 3.9, "compression_fp32": 1.0, "dense_seed": 0}})  # fmt: skip
+        for target, qsa_acc in ((4.0, 79.5), (8.0, 78.0 + 0.2 * seed)):
+            rows.append({"model": "m", "method": "qsa", "setting": f"c{target:g}", "seed": seed, "top1": qsa_acc + 0.1,
+                         "int8_top1": qsa_acc, "extra": {"target": target, "compression_int8": target + 0.1 * seed,
+                                                          "compression_fp32": target / 4, "dense_seed": 0}})  # fmt: skip
+            for method, acc in (("l1_filter", qsa_acc - 3.0 - 0.1 * seed), ("magnitude_structured", qsa_acc - 5.0)):
+                rows.append({"model": "m", "method": method, "setting": f"c{target:g}", "seed": seed, "top1": acc,
+                             "int8_top1": acc, "extra": {"target": target, "compression_int8": target,
+                                                         "compression_fp32": target / 4, "dense_seed": 0}})  # fmt: skip
+    return _frame("qsa", rows)
+
+
+def _ppo_comparison(gains: list[float]) -> pd.DataFrame:
+    n = len(gains)
+    return pd.DataFrame({
+        "seed": range(n), "density_gain_pct": gains, "top1_loss": [0.5] * n, "ppo_density": [10.0] * n,
+        "static_density": [9.0] * n, "ppo_top1": [70.0] * n, "static_top1": [70.5] * n, "dense_top1": [70.5] * n,
+        "size_reduction": [5.0] * n, "ppo_bits": [6.0] * n, "lth_top1": [60.0] * n, "ft_top1_float": [70.2] * n,
+        "lth_top1_float": [60.5] * n, "lth_density": [8.0] * n,
+    })  # fmt: skip
+
+
+@pytest.fixture
+def res() -> Results:
+    akperl_summary = {"steps_to_99": {"0": 100, "1": 120, "2": 140}, "steps_per_run": 300}
+    ablations = pd.DataFrame({"variant": ["full", "no_stats"], "seed": [0, 0], "final_R": [1.0, 0.7]})
+    return Results(
+        rows=pd.concat([_akperl_rows(), _qsa_rows()], ignore_index=True),
+        akperl={"mobilenet_v3_small": {"summary": akperl_summary, "ablations": ablations}},
+        ppo={"mobilenet_v2": _ppo_comparison([10.0, 12.0, 14.0])},
+    )
+
+
+def _t_ci(values) -> tuple[float, float]:
+    values = np.asarray(values, float)
+    return values.mean(), sps.t.ppf(0.975, len(values) - 1) * sps.sem(values)
+
+
+def test_akperl_measurements_are_per_seed_differences_with_t_intervals(res):
+    m = claim_measurements(res)
+    mean, half = _t_ci(DENSE["top1"] - np.array(AKPERL))
+    assert m["akperl_acc_drop"][:2] == pytest.approx((mean, half))
+    mean, half = _t_ci(np.array(AKPERL) - np.array(L1))
+    assert m["akperl_vs_l1_acc"][:2] == pytest.approx((mean, half))
+    power = 100.0 + np.arange(3)
+    assert m["akperl_power_reduction"][0] == pytest.approx(np.mean(100 * (150 - power) / 150))
+    best_static = np.minimum(120.0, 115.0 - np.arange(3))
+    assert m["akperl_power_vs_static"][0] == pytest.approx(np.mean(100 * (best_static - power) / 150))
+    assert m["akperl_sparsity"][0] == pytest.approx(45.0)
+    # convergence: every run reached 99% within half of its 300 steps
+    assert m["akperl_dqn_convergence"][0] == pytest.approx(120.0)
+    mean, half, _ = m["akperl_monitoring_ablation"]  # one ablation seed: a mean, no interval
+    assert mean == pytest.approx(0.3) and np.isnan(half)
+
+
+def test_akperl_significance_is_the_largest_holm_adjusted_one_sided_p(res):
+    p = [sps.ttest_ind(AKPERL, other, equal_var=False, alternative="greater").pvalue for other in (L1, MAG)]
+    expected = multipletests(p, method="holm")[1].max()
+    mean, half, note = claim_measurements(res)["akperl_significance"]
+    assert mean == pytest.approx(expected)
+    assert half == 0.0 and "Holm" in note
+
+
+def test_a_run_without_a_plateau_gives_no_convergence_number(res):
+    res.akperl["mobilenet_v3_small"]["summary"] = {"steps_to_99": {"0": 290, "1": 100}, "steps_per_run": 300}
+    mean, _, note = claim_measurements(res)["akperl_dqn_convergence"]
+    assert mean is None and "still rising" in note
+
+
+def test_qsa_is_judged_at_the_target_nearest_8x_against_the_best_static_baseline(res):
+    m = claim_measurements(res)
+    qsa = 78.0 + 0.2 * np.arange(3)
+    l1 = qsa - 3.0 - 0.1 * np.arange(3)  # the better static baseline
+    assert m["qsa_cifar10_compression"][0] == pytest.approx(8.1)
+    assert m["qsa_cifar10_drop"][0] == pytest.approx(np.mean(80.0 - qsa))
+    assert m["qsa_cifar10_static_drop"][0] == pytest.approx(np.mean(80.0 - l1))
+    assert m["qsa_cifar10_vs_static"][:2] == pytest.approx(_t_ci(qsa - l1))
+    assert "l1_filter" in m["qsa_cifar10_vs_static"][2]
+    assert m["qsa_quantization_alone"][0] == pytest.approx(3.9)
+
+
+def test_ppo_density_claims_per_model_and_missing_models_say_why(res):
+    m = claim_measurements(res)
+    assert m["ppo_density_mobilenet"][:2] == pytest.approx(_t_ci([10.0, 12.0, 14.0]))
+    assert m["ppo_density_vgg19"][0] is None and "vgg19_bn" in m["ppo_density_vgg19"][2]
+
+
+def test_claims_table_verdicts_follow_from_the_measurements(res):
+    table = claims_table(claim_measurements(res)).set_index("id")
+    # drop 0.2 ± 0.75 pt against "at most 0.5": part of the CI holds
+    assert table.loc["akperl_acc_drop", "verdict"] == "partly"
+    # AKPERL ahead of magnitude by 4.73 ± 1.23 pt, claim 4.5: the CI straddles it
+    assert table.loc["akperl_vs_magnitude_acc", "verdict"] == "partly"
+    # QSA ahead of L1 by 3.1 ± 0.25 pt, claim 4: direction right, magnitude short
+    assert table.loc["qsa_cifar10_vs_static", "verdict"] == "partly"
+    assert "magnitude short" in table.loc["qsa_cifar10_vs_static", "note"]
+    # dense int8 compression 3.9 exactly, claim 4 ± 0.25: reproduced
+    assert table.loc["qsa_quantization_alone", "verdict"] == "reproduced"
+    # PPO density gain 12 ± 5 %, claim >= 6: reproduced
+    assert table.loc["ppo_density_mobilenet", "verdict"] == "reproduced"
+    assert table.loc["qsa_imagenet", "verdict"] == "not testable here"
+    assert table.loc["ppo_density_vgg19", "verdict"] == "not testable here"
+
+
+def test_akperl_table1_puts_the_papers_numbers_beside_ours(res):
+    numeric, shown = tables.akperl_table1(res)
+    assert list(shown["method"]) == ["none", "l1_filter", "magnitude_structured", "akperl"]
+    row = shown.set_index("method").loc["akperl"]
+    assert row["paper top-1 %"] == 72.0
+    assert row["top-1 %"].startswith(f"{np.mean(AKPERL):.2f} ± ")
+    assert any("modelled" in c for c in shown.columns) and any("measured" in c for c in shown.columns)
+    assert numeric.set_index("method").loc["akperl", "top1_n"] == 3
+
+
+def test_qsa_tables_drop_and_ablation(res):
+    numeric, _ = tables.qsa_compression(res)
+    qsa8 = numeric[(numeric["method"] == "qsa") & (numeric["target"] == 8.0)].iloc[0]
+    assert qsa8["drop_int8_mean"] == pytest.approx(np.mean(80.0 - (78.0 + 0.2 * np.arange(3))))
+    numeric, shown = tables.qsa_ablation(res)
+    assert set(shown["variant"]) == {"neither (dense fp32)", "quantization only (int8)", "sparsity only (QSA, fp32)",
+                                     "both (QSA + int8)"}  # fmt: skip
+
+
+def test_missing_stages_are_skipped_with_a_reason(res):
+    built, skipped = tables.build_all(res)
+    assert {"claims", "akperl_table1", "qsa_compression", "ppo_density", "ppo_lth"} <= set(built)
+    assert "baselines" in skipped["baselines_sweep"]
+    assert "stream" in skipped["qsa_dynamic"]
+
+
+def test_write_table_writes_csv_markdown_and_escaped_latex(tmp_path, res):
+    numeric, shown = tables.akperl_table1(res)
+    paths = tables.write_table(numeric, shown, tmp_path, "t1", "A caption")
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+    assert pd.read_csv(tmp_path / "t1.csv").shape == numeric.shape
+    assert (tmp_path / "t1.md").read_text().startswith("**A caption**")
+    tex = (tmp_path / "t1.tex").read_text()
+    assert "\\caption{A caption}" in tex and "l1\\_filter" in tex
+    with pytest.raises(ValueError, match="plain file stem"):
+        tables.write_table(numeric, shown, tmp_path, "a/b", "x")
+
+
+def test_claims_summary_counts_verdicts(res):
+    numeric, _ = tables.claims(res)
+    summary = tables.claims_summary(numeric)
+    assert sum(summary["verdicts"].values()) == len(numeric)
+    assert summary["ours"]["akperl_sparsity"] == pytest.approx(45.0)
+
+
+def test_dynamic_vs_static_holm_over_the_whole_table(res):
+    table = analysis.dynamic_vs_static(res)
+    tested = table[table["tested"]]
+    assert tested["p_holm"].to_numpy() == pytest.approx(multipletests(tested["p"], method="holm")[1])
+    top1 = tested[(tested["paper"] == "AKPERL") & (tested["metric"] == "top1") & (tested["control"] == "l1_filter")].iloc[0]
+    assert top1["p"] == pytest.approx(sps.ttest_ind(AKPERL, L1, equal_var=False).pvalue)
+    assert bool(top1["treatment_better"])
+    # power: lower is better, AKPERL draws less
+    power = tested[(tested["paper"] == "AKPERL") & (tested["metric"] == "power_mw_modelled")]
+    assert power["treatment_better"].astype(bool).all()
+    # L1 power has no spread and neither has... AKPERL does: still tested; QSA per target
+    assert set(table.loc[table["paper"] == "QSA", "target"]) == {4.0, 8.0}
+
+
+def test_an_untestable_pair_is_listed_not_dropped():
+    rows = _frame("akperl", [
+        {"model": "m", "method": "akperl", "setting": "x", "seed": 0, "top1": 70.0},
+        {"model": "m", "method": "l1_filter", "setting": "x", "seed": 0, "top1": 69.0},
+        {"model": "m", "method": "l1_filter", "setting": "x", "seed": 1, "top1": 68.0},
+    ])  # fmt: skip
+    table = analysis.dynamic_vs_static(Results(rows=rows))
+    row = table[table["metric"] == "top1"].iloc[0]
+    assert not row["tested"] and "fewer than 2" in row["why_not"]
+
+
+def test_anovas_on_a_static_sweep():
+    rng = np.random.default_rng(0)
+    rows = [{"model": "m", "method": m, "setting": f"s{s}", "seed": seed, "sparsity": s,
+             "top1": 80 - 20 * s - (3 if m == "b" else 0) + rng.normal(0, 0.3)}  # fmt: skip
+            for m in ("a", "b") for s in (0.3, 0.5) for seed in range(3)]
+    fits, skipped = analysis.anovas(Results(rows=_frame("baselines", rows)))
+    frame = analysis.anova_frame(fits)
+    sweep = frame[frame["analysis"].str.contains("method x sparsity")].set_index("term")
+    assert sweep.loc["method", "PR(>F)"] < 1e-6 and sweep.loc["sparsity", "PR(>F)"] < 1e-6
+    assert "no shift conditions" in next(iter(skipped.values()))
+
+
+def test_regressions_read_per_10_points_of_sparsity():
+    rows = [{"model": "m", "method": "none", "setting": "dense", "seed": 0, "sparsity": 0.0, "top1": 80.0}]
+    rows += [{"model": "m", "method": "l1", "setting": f"s{s}", "seed": 0, "sparsity": s, "top1": 80.0 - 10 * s}
+             for s in (0.3, 0.5, 0.7)]  # fmt: skip
+    fits = analysis.regressions(Results(rows=_frame("baselines", rows)))
+    frame = analysis.regression_frame(fits)
+    assert frame.loc[frame["quantity"] == "top1", "change_per_step"].iloc[0] == pytest.approx(-1.0)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    x = pd.Series([1.0, 2.0, 3.0, 2.5])
+    y = pd.Series([70.0, 75.0, 74.0, 76.0])
+    assert figures.pareto_front(x, y).tolist() == [True, True, False, True]
+
+
+def test_load_results_reads_the_stages_and_lists_what_is_missing(tmp_path):
+    paths = ResultPaths(tmp_path)
+    rows = _akperl_rows().drop(columns=["stage"]).to_dict("records")
+    results.append_rows(paths.method_rows("akperl", "mobilenet_v3_small"), rows)
+    res = load_results(paths, ["mobilenet_v3_small"])
+    assert len(res.stage("akperl")) == len(rows)
+    assert "ppo/mobilenet_v3_small" in res.missing and res.power is None
+    with pytest.raises(ValueError, match="unknown stage"):
+        load_results(paths, ["m"], stages=["nope"])
+
+
+def test_index_links_every_notebook_and_shows_the_claims(tmp_path, res):
+    reports = tmp_path / "reports"
+    (reports / "30_akperl_dqn").mkdir(parents=True)
+    (reports / "30_akperl_dqn" / "mobilenet_v3_small.html").write_text("<html></html>")
+    (reports / "90_tables.html").write_text("<html></html>")
+    numeric, shown = tables.claims(res)
+    tables.write_table(numeric, shown, tmp_path / "tables", "claims", "c")
+    page = write_index(reports, tmp_path / "tables").read_text()
+    assert 'href="30_akperl_dqn/mobilenet_v3_small.html"' in page and 'href="90_tables.html"' in page
+    assert 'class="v-reproduced"' in page and "not testable here" in page
+    assert 'href="../tables/claims.tex"' in page
+    with pytest.raises(FileNotFoundError, match="dvc repro"):
+        write_index(tmp_path / "nowhere", tmp_path)
