@@ -29,8 +29,21 @@ def one_thread():
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """The nbval notebook runs share results/nbval in pipeline order; start it empty."""
-    shutil.rmtree(NBVAL_RESULTS, ignore_errors=True)
+    """The nbval notebook runs share results/nbval in pipeline order; start it empty (once, in
+    the controlling process when pytest-xdist runs workers)."""
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(NBVAL_RESULTS, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``): every notebook runs in one worker,
+    in file order (each reads what the previous ones wrote to results/nbval), while the
+    end-to-end ``dvc repro`` runs beside them in the other worker."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+        elif item.path.name == "test_pipeline.py":
+            item.add_marker(pytest.mark.xdist_group("pipeline"))
 
 
 def make_images(n: int, size: int, seed: int, label: int) -> torch.Tensor:
