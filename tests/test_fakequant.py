@@ -8,6 +8,8 @@ import torch
 from scipy.stats import entropy
 from torch import nn
 
+from small_nets import separable, train_briefly
+
 from edgeprune import fakequant, measure
 from edgeprune.data import normalize
 from edgeprune.train import evaluate
@@ -107,15 +109,6 @@ def test_a_bit_width_outside_the_set_is_refused(bad):
         fakequant.fake_quantize_weight(torch.randn(2, 2), bad)
 
 
-def separable(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 8x8 images whose class (0..2) is the brightest colour channel."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    x = torch.randint(40, 140, (n, 3, 8, 8), generator=gen)
-    x[torch.arange(n), y] += torch.randint(60, 110, (n, 1, 1), generator=gen)
-    return x.to(torch.uint8), y
-
-
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
     torch.manual_seed(0)
@@ -124,15 +117,7 @@ def trained() -> nn.Module:
         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
     )  # fmt: skip
-    x, y = separable(512, seed=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for step in range(60):
-        idx = torch.arange(step * 64, step * 64 + 64) % len(y)
-        loss = nn.functional.cross_entropy(model(normalize(x[idx])), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_briefly(model)
 
 
 def test_calibrated_8_bit_model_keeps_accuracy_and_leaves_the_float_model_alone(trained):

@@ -10,25 +10,18 @@ from pydantic import ValidationError
 from stable_baselines3.common.env_checker import check_env
 from torch import nn
 
+from small_nets import separable, train_briefly
+
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
 from edgeprune.ppo.agent import best_feasible, extract_policy, greedy_episode, train_agent, warm_start_logits
 from edgeprune.ppo.params import PPOParams
 from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, taylor_groups
-from edgeprune.prune import recalibrate_bn
 from edgeprune.ppo.search import CompressionSearch, Outcome
+from edgeprune.prune import recalibrate_bn
 
 SHAPE = (3, 8, 8)
-
-
-def separable(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 8x8 images whose class (0..2) is the brightest colour channel."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    x = torch.randint(40, 140, (n, 3, *SHAPE[1:]), generator=gen)
-    x[torch.arange(n), y] += torch.randint(60, 110, (n, 1, 1), generator=gen)
-    return x.to(torch.uint8), y
 
 
 def chain(seed: int = 0) -> nn.Sequential:
@@ -40,22 +33,9 @@ def chain(seed: int = 0) -> nn.Sequential:
     )  # fmt: skip
 
 
-def train_briefly(model: nn.Module, steps: int = 40) -> nn.Module:
-    x, y = separable(512, seed=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model.train()
-    for step in range(steps):
-        idx = torch.arange(step * 64, step * 64 + 64) % len(y)
-        loss = nn.functional.cross_entropy(model(normalize(x[idx])), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
-    return train_briefly(chain())
+    return train_briefly(chain(), steps=40)
 
 
 @pytest.fixture(scope="module")

@@ -6,46 +6,30 @@ import pytest
 import torch
 from torch import nn
 
+from small_nets import separable, train_briefly
+
 from edgeprune import measure, prune, quant
-from edgeprune.data import normalize
 from edgeprune.models import available_models, create_model
 from edgeprune.train import evaluate
 
 
-def separable_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 8x8 images whose class (0..2) is the colour channel that is brightest."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    x = torch.randint(40, 140, (n, 3, 8, 8), generator=gen)
-    x[torch.arange(n), y] += torch.randint(60, 110, (n, 1, 1), generator=gen)
-    return x.to(torch.uint8), y
-
-
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
-    """A small conv net trained to ~100% on :func:`separable_data` (shared: tests copy it)."""
+    """A small conv net trained to ~100% on separable colour images."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
     )  # fmt: skip
-    x, y = separable_data(512, seed=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for step in range(60):
-        idx = torch.arange(step * 64, step * 64 + 64) % len(y)
-        loss = nn.functional.cross_entropy(model(normalize(x[idx])), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_briefly(model)
 
 
 def test_int8_accuracy_within_tolerance_of_fp32(trained):
     model = trained
-    calib, _ = separable_data(128, seed=2)
+    calib, _ = separable(128, seed=2)
     int8 = quant.quantize_int8(model, calib)
-    x, y = separable_data(600, seed=3)
+    x, y = separable(600, seed=3)
     fp32_top1, int8_top1 = evaluate(model, x, y), evaluate(int8, x, y)
     assert fp32_top1 > 90
     assert abs(int8_top1 - fp32_top1) <= 2.0
@@ -67,7 +51,7 @@ def test_int8_bytes_match_hand_count():
 
 def test_masked_model_quantizes_with_zeros_kept(trained):
     masked, _ = prune.magnitude_unstructured(trained, 0.7, input_shape=(3, 8, 8))
-    int8 = quant.quantize_int8(masked, separable_data(64, seed=2)[0])
+    int8 = quant.quantize_int8(masked, separable(64, seed=2)[0])
     sizes = {t.name: t for t in measure.model_size(int8).tensors}
     conv = next(t for name, t in sizes.items() if name.endswith("weight") and t.numel == 8 * 8 * 9)
     assert conv.nnz <= 0.35 * conv.numel and conv.encoding in ("bitmask", "csr") and conv.index_bytes > 0
