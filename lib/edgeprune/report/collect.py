@@ -22,7 +22,7 @@ from edgeprune import results
 from edgeprune.io import read_json
 from edgeprune.paths import ResultPaths
 
-__all__ = ["METHOD_STAGES", "Results", "extra", "load_results"]
+__all__ = ["METHOD_STAGES", "Results", "dense_reference", "extra", "load_results"]
 
 METHOD_STAGES = ("baselines", "akperl", "qsa", "ppo")
 """Stages that write tidy rows, in pipeline order."""
@@ -39,6 +39,18 @@ def _parse_extra(value: Any) -> dict[str, Any]:
 def extra(rows: pd.DataFrame, key: str, default: Any = np.nan) -> pd.Series:
     """The ``extra`` field ``key`` of every row (``default`` where a row lacks it)."""
     return rows["extra"].map(lambda e: _parse_extra(e).get(key, default)).rename(key)
+
+
+def dense_reference(rows: pd.DataFrame, column: str) -> pd.Series:
+    """For every row, ``column`` of the dense model it started from (NaN where that model has no row).
+
+    Dense rows (method ``none``) and method rows both name their dense model in
+    ``extra.dense_seed`` (their own seed when absent); several dense rows of one dense
+    model (one per method seed) are averaged.
+    """
+    dense_seed = extra(rows, "dense_seed").fillna(rows["seed"]).astype(int)
+    is_dense = rows["method"] == "none"
+    return dense_seed.map(rows[is_dense].groupby(dense_seed[is_dense])[column].mean())
 
 
 @dataclass

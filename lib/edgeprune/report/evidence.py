@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from edgeprune.report.collect import Results, extra
+from edgeprune.report.collect import Results, dense_reference, extra
 from edgeprune.stats import compare_methods, mean_ci
 
 __all__ = ["PLATEAU_FRACTION", "QSA_PAPER_TARGET", "claim_measurements"]
@@ -47,16 +47,10 @@ def _by_seed(rows: pd.DataFrame, method: str, column: str) -> pd.Series:
 
 
 def _dense_by_seed(rows: pd.DataFrame, column: str) -> pd.Series:
-    """The dense model's ``column`` for every method row, matched through its ``dense_seed``.
-
-    Dense rows (method ``none``) carry the dense seed as their seed; method rows name the
-    dense model they pruned in ``extra.dense_seed`` (their own seed when absent).
-    """
-    dense = rows[rows["method"] == "none"]
-    dense_value = dense.groupby(extra(dense, "dense_seed").fillna(dense["seed"]).astype(int))[column].mean()
+    """The dense model's ``column`` per method seed (:func:`~edgeprune.report.collect.dense_reference`)."""
     method_rows = rows[rows["method"] != "none"].drop_duplicates("seed")
-    dense_seed = extra(method_rows, "dense_seed").fillna(method_rows["seed"]).astype(int)
-    return pd.Series(dense_seed.map(dense_value).to_numpy(), index=method_rows["seed"].astype(int).to_numpy())
+    reference = dense_reference(rows, column)[method_rows.index]
+    return pd.Series(reference.to_numpy(), index=method_rows["seed"].astype(int).to_numpy())
 
 
 def _mobilenet(models: list[str]) -> str | None:

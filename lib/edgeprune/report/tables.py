@@ -16,7 +16,7 @@ import pandas as pd
 
 from edgeprune.claims import VERDICTS, claims_table
 from edgeprune.io import atomic_write
-from edgeprune.report.collect import Results, extra
+from edgeprune.report.collect import Results, dense_reference, extra
 from edgeprune.report.evidence import claim_measurements
 from edgeprune.stats import format_summary, summarise
 
@@ -123,8 +123,8 @@ def _qsa_rows(res: Results) -> pd.DataFrame:
     )
     frames = []
     for _, part in rows.groupby("model", sort=False):
-        dense = part[part["method"] == "none"].set_index("seed")["top1"]
-        frames.append(part.assign(drop_int8=part["seed"].map(dense) - part["int8_top1"], drop_fp32=part["seed"].map(dense) - part["top1"]))
+        dense = dense_reference(part, "top1")
+        frames.append(part.assign(drop_int8=dense - part["int8_top1"], drop_fp32=dense - part["top1"]))
     return pd.concat(frames, ignore_index=True)
 
 
