@@ -331,3 +331,21 @@ def test_regression_errors():
         stats.regress_on_intensity(
             pd.DataFrame({"sparsity": [0, 0.5, 1], "top1": [70, 60, 50]}), "top1", step_pct=0
         )
+
+
+def test_compare_methods_lists_untestable_pairs_outside_the_holm_family():
+    df = pd.DataFrame(
+        {
+            "method": ["t"] * 3 + ["c1"] * 3 + ["c2"] + ["c3"] * 2,
+            "acc": [1.0, 2.0, 3.0, 0.0, 0.5, 1.0, 9.0, 4.0, 4.0],
+        }
+    )
+    with pytest.raises(ValueError, match="at least 2 values"):
+        stats.compare_methods(df, "acc", ["t"], ["c1", "c2"])
+    table = stats.compare_methods(df, "acc", ["t"], ["c1", "c2", "c3", "absent"], untestable="list").set_index("control")
+    assert "absent" not in table.index  # no data: no row
+    assert not table.loc["c2", "tested"] and "fewer than 2" in table.loc["c2", "why_not"]
+    assert table.loc["c3", "tested"]  # spread on one side is enough for Welch
+    tested = table[table["tested"].astype(bool)]
+    assert tested["p_holm"].to_numpy() == pytest.approx(stats.holm(tested["p"].to_numpy())[1])
+    assert np.isnan(table.loc["c2", "p_holm"])

@@ -235,6 +235,7 @@ def compare_methods(
     alpha: float = 0.05,
     confidence: float = 0.95,
     alternative: str = "two-sided",
+    untestable: str = "raise",
 ) -> pd.DataFrame:
     """Welch t-test of every treatment against every control, Holm-corrected.
 
@@ -243,14 +244,22 @@ def compare_methods(
     The Holm family is the whole table: all groups and pairs together, the conservative choice
     when a paper's claim rests on all of them. A method compared with itself is skipped.
     ``alternative="greater"`` tests "treatment better than control" one-sided (see :func:`welch_ttest`).
+
+    ``untestable="list"`` reports what can be tested instead of raising: a pair with no
+    values on a side (in a group, or a method with none at all) gets no row; a pair with
+    fewer than two values on a side, or no spread on both, gets a row with ``tested`` False
+    and ``why_not``, left out of the Holm family; the table may then be empty.
     """
+    if untestable not in ("raise", "list"):
+        raise ValueError(f"untestable must be 'raise' or 'list', got {untestable!r}")
+    listing = untestable == "list"
     by = list(by or [])
     if not treatments or not controls:
         raise ValueError("treatments and controls must each name at least one method")
     data = _complete_rows(df, [metric, method_col, *by])
     known = set(data[method_col].unique())
     unknown = [m for m in [*treatments, *controls] if m not in known]
-    if unknown:
+    if unknown and not listing:
         raise KeyError(
             f"method(s) {unknown} have no {metric!r} values in column {method_col!r}; known: {sorted(known)}"
         )
@@ -263,19 +272,43 @@ def compare_methods(
                 continue
             a = group.loc[group[method_col] == treat, metric]
             b = group.loc[group[method_col] == ctrl, metric]
+            pair = {**labels, "treatment": treat, "control": ctrl}
+            if listing:
+                why_not = _untestable(a, b)
+                if why_not is None:
+                    continue
+                if why_not:
+                    rows.append({**pair, "n_a": len(a), "n_b": len(b), "tested": False, "why_not": why_not})
+                    continue
             try:
                 res = welch_ttest(a, b, confidence=confidence, alternative=alternative)
             except ValueError as err:
                 where = f" in group {labels}" if by else ""
                 raise ValueError(f"{metric!r}, {treat!r} vs {ctrl!r}{where}: {err}") from err
-            rows.append({**labels, "treatment": treat, "control": ctrl, **res.as_dict()})
+            rows.append({**pair, **res.as_dict(), **({"tested": True, "why_not": ""} if listing else {})})
     if not rows:
+        if listing:
+            return pd.DataFrame()
         raise ValueError("no treatment-control pair left after skipping self-comparisons")
     table = pd.DataFrame(rows)
-    reject, p_adj = holm(table["p"].to_numpy(), alpha=alpha)
-    table["p_holm"] = p_adj
-    table["reject"] = reject
+    tested = table["tested"].astype(bool) if listing else pd.Series(True, index=table.index)
+    table["p_holm"], table["reject"] = np.nan, False
+    if tested.any():
+        reject, p_adj = holm(table.loc[tested, "p"].to_numpy(), alpha=alpha)
+        table.loc[tested, "p_holm"] = p_adj
+        table.loc[tested, "reject"] = reject
     return table
+
+
+def _untestable(a: pd.Series, b: pd.Series) -> str | None:
+    """Why Welch's test cannot run on ``a`` vs ``b``: None for no data at all, "" when it can."""
+    if a.empty or b.empty:
+        return None
+    if min(len(a), len(b)) < 2:
+        return "fewer than 2 seeds on a side"
+    if a.std() == 0 and b.std() == 0:
+        return "no spread on either side"
+    return ""
 
 
 # --------------------------------------------------------------------------- ANOVA

@@ -25,9 +25,9 @@ from edgeprune.stats import (
     RegressionResult,
     anova_oneway,
     anova_twoway,
+    compare_methods,
     holm,
     regress_on_intensity,
-    welch_ttest,
 )
 
 __all__ = [
@@ -84,10 +84,12 @@ def _with_extras(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def dynamic_vs_static(res: Results, comparisons: tuple[Comparison, ...] = COMPARISONS, alpha: float = 0.05) -> pd.DataFrame:
     """One row per (paper, group, metric, treatment, control) with Welch's test and Holm over all rows.
 
-    A pair with fewer than two seeds on a side, or no spread on both, cannot be tested: it
-    is listed with ``tested = False`` and the reason, never silently dropped.
+    Each comparison runs through :func:`edgeprune.stats.compare_methods` (``untestable="list"``):
+    a pair with fewer than two seeds on a side, or no spread on both, is listed with
+    ``tested = False`` and the reason, never silently dropped. Holm's family is then the
+    whole table, across papers and metrics.
     """
-    records = []
+    frames = []
     for comp in comparisons:
         rows = res.stage(comp.stage)
         if rows.empty:
@@ -95,29 +97,16 @@ def dynamic_vs_static(res: Results, comparisons: tuple[Comparison, ...] = COMPAR
         extras = [c for c in ("target",) if c in comp.by]
         rows = _with_extras(rows, [*comp.metrics, *extras])
         rows = rows[(rows["method"] != comp.treatment) | (comp.setting is None) | (rows["setting"] == comp.setting)]
-        for key, group in rows.groupby(list(comp.by), sort=True):
-            labels = dict(zip(comp.by, key if isinstance(key, tuple) else (key,), strict=True))
-            for metric, better in comp.metrics.items():
-                a = group.loc[group["method"] == comp.treatment, metric].dropna()
-                for control in comp.controls:
-                    b = group.loc[group["method"] == control, metric].dropna()
-                    if a.empty or b.empty:
-                        continue
-                    record = {"paper": comp.paper, **labels, "metric": metric, "better": better,
-                              "treatment": comp.treatment, "control": control, "n_a": len(a), "n_b": len(b)}  # fmt: skip
-                    if min(len(a), len(b)) < 2:
-                        records.append({**record, "tested": False, "why_not": "fewer than 2 seeds on a side"})
-                    elif a.std() == 0 and b.std() == 0:
-                        records.append({**record, "tested": False, "why_not": "no spread on either side"})
-                    else:
-                        res_ = welch_ttest(a, b).as_dict()
-                        records.append({**record, **res_, "tested": True, "why_not": ""})
-    table = pd.DataFrame(records)
-    if table.empty:
-        return table
+        long = rows.melt(id_vars=["method", *comp.by], value_vars=list(comp.metrics), var_name="metric")
+        table = compare_methods(long, "value", [comp.treatment], list(comp.controls), by=[*comp.by, "metric"],
+                                alpha=alpha, untestable="list")  # fmt: skip
+        if len(table):
+            frames.append(table.assign(paper=comp.paper, better=table["metric"].map(comp.metrics)))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
     tested = table["tested"].astype(bool)
-    table["p_holm"] = np.nan
-    table["significant"] = False
+    table["p_holm"], table["significant"] = np.nan, False
     if tested.any():
         reject, p_adj = holm(table.loc[tested, "p"].to_numpy(), alpha=alpha)
         table.loc[tested, "p_holm"] = p_adj
@@ -125,7 +114,8 @@ def dynamic_vs_static(res: Results, comparisons: tuple[Comparison, ...] = COMPAR
     sign = np.where(table["better"] == "higher", 1.0, -1.0)
     diff = table.get("mean_diff", pd.Series(np.nan, index=table.index))
     table["treatment_better"] = pd.Series(sign * diff > 0, index=table.index, dtype=object).where(diff.notna(), None)
-    return table
+    first = ["paper", *[c for c in ("model", "target") if c in table], "metric", "better"]
+    return table.drop(columns="reject")[[*first, *[c for c in table.columns if c not in (*first, "reject")]]]
 
 
 def power_by_sparsity(res: Results, device: str = "rpi4", precision: str = "fp32") -> pd.DataFrame:
