@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeprune.fakequant import SUPPORTED_BITS
-from edgeprune.fields import ModelNames
+from edgeprune.fields import ModelNames, Seeds
 
 
 class PPOParams(BaseModel):
@@ -24,8 +24,8 @@ class PPOParams(BaseModel):
         ["mobilenet_v3_small"], min_length=1,
         description="models to compress (each needs dense weights)",
     )
-    seeds: list[int] = Field(
-        [0, 1, 2], min_length=1,
+    seeds: Seeds = Field(
+        [0, 1, 2],
         description="agent / fine-tuning seeds; dense seed = same seed if trained, else train.seeds[0]",
     )
     # search space
@@ -85,13 +85,6 @@ class PPOParams(BaseModel):
     latency: bool = Field(False, description="measure CPU latency (batch 1 and 64) of the float and int8 models")
     latency_warmup: int = Field(1, ge=0)
     latency_repeats: int = Field(3, ge=3)
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value) or min(value) < 0:
-            raise ValueError(f"seeds must be distinct non-negative integers, got {value}")
-        return value
 
     @field_validator("prune_rates")
     @classmethod
