@@ -10,7 +10,7 @@ from torch import nn
 
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PruningTask, batch_stats, canonical_key
-from edgeprune.akperl.units import LEVELS, apply_levels
+from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
 from edgeprune.data import Split
 from edgeprune.envs.akperl import OBS_SIZE, AkperlEnv
 from edgeprune.power.model import estimate
@@ -33,6 +33,8 @@ def test_units_of_the_tiny_model(task):
     assert names == ["0", "3.conv1", "4", "9"]
     assert [u.block for u in task.units] == [None, "3", None, None]
     assert task.units[0].layers == ("0", "3.conv1", "3.conv2", "4")
+    assert task.units[0].producers == ("0", "3.conv2")  # the block's second conv adds into the stem's channels
+    assert [u.producers for u in task.units[1:]] == [("3.conv1",), ("4",), ("9",)]
 
 
 def test_env_passes_gymnasium_checker(task):
@@ -119,7 +121,8 @@ def test_observation_holds_unit_features_and_input_statistics(task):
     assert obs.shape == (OBS_SIZE,) and obs.dtype == np.float32
     assert obs[0] == 0.0 and obs[1] == 1.0  # first unit, a plain conv
     assert obs[9] == pytest.approx(task.dense_accuracy("low_light")) and obs[10] == 1.0
-    np.testing.assert_allclose(obs[11:], task.reference_stats["low_light"], rtol=1e-6)
+    np.testing.assert_allclose(obs[11:17], task.reference_stats["low_light"], rtol=1e-6)
+    assert obs[17] == 0.0 and obs[18] == 0.0  # nothing pruned yet, no sparsity floor
     assert (obs[11:14] < -0.5).all()  # darker images: per-channel means well below the clean ones
     blind, _ = make_env(task, input_stats=False).reset(options={"condition": "low_light"})
     assert not blind[11:].any()
@@ -150,3 +153,44 @@ def test_bad_inputs_are_refused(task):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action"):
         env.step(7)
+
+
+def run_episode(env: AkperlEnv, actions: list[int]) -> tuple[np.ndarray, list[dict]]:
+    env.reset(seed=0, options={"condition": "clean"})
+    infos = []
+    for action in actions:
+        obs, _, done, _, info = env.step(action)
+        infos.append(info)
+    assert done
+    return obs, infos
+
+
+def test_sparsity_floor_raises_actions_as_late_as_possible(task):
+    """Floor 45 % of the 52 prunable channels (>= 23.4 removed), agent asking for nothing.
+
+    At 75 % the units remove 6x2 (stem + block conv2), 6, 9 and 12 channels. Step 0: the
+    rest can still remove 27, so 0 %; step 1: 25 % gives 2 + 21 < 23.4, 50 % gives 4 + 21;
+    step 2: 4 + 9 + 12 (75 %); step 3: 13 + 12 (75 %): 25 channels removed in all.
+    """
+    env = make_env(task, min_sparsity=0.45)
+    obs, infos = run_episode(env, [0, 0, 0, 0])
+    assert [i["requested"] for i in infos] == [0.0] * 4
+    assert [i["level"] for i in infos] == [0.0, 0.5, 0.75, 0.75]
+    assert [i["floor"] for i in infos] == [0.0, 0.5, 0.75, 0.75]
+    assert infos[-1]["sparsity"] == pytest.approx(25 / 52)
+    assert channel_sparsity(task.model, env.model, task.ignored_layers, SHAPE) == pytest.approx(25 / 52)
+    assert obs[17] == pytest.approx(25 / 52)
+
+
+def test_sparsity_floor_leaves_sufficient_actions_alone(task):
+    env = make_env(task, min_sparsity=0.45)
+    _, infos = run_episode(env, [3, 4, 1, 0])  # 75 % of the stem (2 x 6 channels), then the block (8 + the 2 left)
+    assert [i["level"] for i in infos] == [0.75, 1.0, 0.25, 0.0] == [i["requested"] for i in infos]
+    assert infos[-1]["sparsity"] == pytest.approx(25 / 52)
+    _, infos = run_episode(make_env(task), [0, 0, 0, 0])  # no floor: nothing is raised
+    assert [i["level"] for i in infos] == [0.0] * 4 and infos[-1]["sparsity"] == 0.0
+
+
+def test_unreachable_sparsity_floor_is_an_error(task):
+    with pytest.raises(ValueError, match="sparsity floor 80% is unreachable.*75.0%"):
+        make_env(task, min_sparsity=0.8)

@@ -140,12 +140,6 @@ class EpisodeLog(BaseCallback):
         return True
 
 
-def make_env(
-    task: PruningTask, coefficients: RewardCoefficients, *, input_stats: bool = True, accuracy_every: int = 1, stats_batch: int = 64
-) -> AkperlEnv:
-    return AkperlEnv(task, coefficients, input_stats=input_stats, accuracy_every=accuracy_every, stats_batch=stats_batch)
-
-
 def probe_states(env: AkperlEnv) -> np.ndarray:
     """The initial observation of every condition at its reference statistics."""
     return np.stack([env.reset(options={"condition": c, "reference": True})[0] for c in env.task.conditions])
@@ -185,15 +179,22 @@ def train_agent(
     input_stats: bool = True,
     accuracy_every: int = 1,
     stats_batch: int = 64,
+    min_sparsity: float | None = None,
     live_dir: str | Path | None = None,
 ) -> AgentRun:
-    """Train a DQN agent for ``steps`` environment steps and read its greedy policy."""
+    """Train a DQN agent for ``steps`` environment steps and read its greedy policy.
+
+    ``min_sparsity``: the channel-sparsity floor every episode must reach (:class:`AkperlEnv`).
+    """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     tic = time.perf_counter()
-    kwargs = {"input_stats": input_stats, "accuracy_every": accuracy_every, "stats_batch": stats_batch}
-    env = make_env(task, coefficients, **kwargs)
-    probes = probe_states(make_env(task, coefficients, **kwargs))
+    kwargs = {
+        "input_stats": input_stats, "accuracy_every": accuracy_every, "stats_batch": stats_batch,
+        "min_sparsity": min_sparsity,
+    }  # fmt: skip
+    env = AkperlEnv(task, coefficients, **kwargs)
+    probes = probe_states(AkperlEnv(task, coefficients, **kwargs))
     agent = DQN(
         "MlpPolicy",
         env,
@@ -220,7 +221,7 @@ def train_agent(
         if live is not None:
             live.end()
     episodes = pd.DataFrame(log.rows)
-    policy = greedy_policy(agent, make_env(task, coefficients, **kwargs))
+    policy = greedy_policy(agent, AkperlEnv(task, coefficients, **kwargs))
     to99 = steps_to_fraction(episodes.step.to_numpy(), episodes.R.to_numpy()) if len(episodes) else None
     return AgentRun(label, seed, coefficients, input_stats, episodes, policy, to99, time.perf_counter() - tic, agent)
 
@@ -248,6 +249,7 @@ def grid_search(
     seed: int,
     accuracy_every: int = 1,
     stats_batch: int = 64,
+    min_sparsity: float | None = None,
     live_root: str | Path | None = None,
 ) -> tuple[pd.DataFrame, RewardCoefficients, list[AgentRun]]:
     """Train one agent per (alpha, beta, gamma) of ``grid`` and keep the one :func:`select_coefficients` picks.
@@ -262,7 +264,7 @@ def grid_search(
         live = Path(live_root) / f"grid-{i}" if live_root is not None else None
         run = train_agent(
             task, coefficients, dqn=dqn, steps=steps, seed=seed, label=f"grid-{i}",
-            accuracy_every=accuracy_every, stats_batch=stats_batch, live_dir=live,
+            accuracy_every=accuracy_every, stats_batch=stats_batch, min_sparsity=min_sparsity, live_dir=live,
         )  # fmt: skip
         runs.append(run)
         rows.append(run.summary())

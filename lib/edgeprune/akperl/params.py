@@ -59,6 +59,9 @@ class AkperlParams(_Section):
         "mac_share", description="per-layer coefficient weights w_i (alpha_i = alpha w_i ...): by MAC share, uniform, or by layer name"
     )
     target_sparsity: float = Field(0.45, ge=0, lt=1, description="grid search keeps combinations reaching this channel sparsity")
+    enforce_target_sparsity: bool = Field(
+        True, description="raise actions so every episode reaches target_sparsity (AMC's constraint); false: the paper's pure reward"
+    )
     grid_steps: int = Field(40, ge=10, description="DQN steps per grid-search run")
     # the environment
     min_mac_share: float = Field(0.05, ge=0, lt=1, description="layers (dependency groups) below this MAC share stay dense")

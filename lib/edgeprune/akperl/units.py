@@ -31,7 +31,7 @@ from torch import nn
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.models import BasicBlock
 from edgeprune.power.model import layer_costs
-from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, classifier_name, prunable_layers
+from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, classifier_name, group_producers, prunable_layers
 
 LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 REMOVE_BLOCK = len(LEVELS) - 1  # index of the 100 % level
@@ -43,6 +43,7 @@ class PruningUnit:
 
     name: str  # the group's root layer
     layers: tuple[str, ...]  # every Conv2d / Linear whose weights the group's pruning shrinks
+    producers: tuple[str, ...]  # the prunable layers among them whose *output* channels it removes
     kind: str  # "conv", "depthwise" (group holds a depthwise conv) or "linear"
     channels: int  # channels of the root layer's output in the dense model
     mac_share: float  # MACs of ``layers`` / MACs of the dense network
@@ -118,7 +119,11 @@ def find_units(
         ) else "conv"
         block = next((b for b in blocks if all(n.startswith(b + ".") for n in members)), None)
         share = sum(macs.get(n, 0) for n in members) / total
-        units.append(PruningUnit(names[root], tuple(members), kind, _width(root), share, before[first] / total, block))
+        produced = group_producers(group, importance)
+        producers = tuple(n for n in members if n in layers and layers[n] in produced)
+        units.append(
+            PruningUnit(names[root], tuple(members), producers, kind, _width(root), share, before[first] / total, block)
+        )
     units.sort(key=lambda u: (u.position, order[u.name]))
     # Only a block's first unit (its expansion / first conv) can remove it; a later unit
     # inside the same block (a squeeze-excitation conv) maps 100 % to 75 % like any other.

@@ -6,9 +6,12 @@ Step ``t`` picks the level of unit ``t`` (:func:`edgeprune.akperl.units.find_uni
 from :data:`~edgeprune.akperl.units.LEVELS` = {0, 25, 50, 75, 100} %, and the unit is
 physically pruned with Torch-Pruning at once; 100 % removes the unit's residual block
 where it has an identity skip and is applied as 75 % elsewhere (no action masks in
-Stable-Baselines3's DQN). The episode ends after the last unit.
+Stable-Baselines3's DQN). With ``min_sparsity`` the level is raised, where needed, to
+the smallest one that keeps that channel sparsity reachable
+(:class:`edgeprune.akperl.budget.SparsityFloor`, AMC's resource constraint). The
+episode ends after the last unit.
 
-Observation (17 float32 values, clipped to [-10, 10]):
+Observation (19 float32 values, clipped to [-10, 10]):
 
 ====  =====================================================================
 0     unit index / (units - 1)
@@ -22,6 +25,8 @@ Observation (17 float32 values, clipped to [-10, 10]):
 10    current modelled power relative to dense (dynamic energy ratio)
 11-16 input statistics: per-channel mean and variance - 1 of the incoming
       batch after normalisation (zeros when ``input_stats=False``)
+17    channel sparsity reached so far
+18    the level the sparsity floor imposes on this unit (0 without a floor)
 ====  =====================================================================
 
 Reward: :mod:`edgeprune.akperl.reward` (the paper's R paid out per step by potential
@@ -40,11 +45,12 @@ import numpy as np
 from gymnasium import spaces
 from torch import nn
 
+from edgeprune.akperl.budget import SparsityFloor
 from edgeprune.akperl.reward import RewardCoefficients
 from edgeprune.akperl.task import PruningTask, batch_stats, canonical_key
-from edgeprune.akperl.units import LEVELS, REMOVE_BLOCK, LayerwisePruner, PruningUnit
+from edgeprune.akperl.units import LEVELS, REMOVE_BLOCK, LayerwisePruner, PruningUnit, legal_level
 
-OBS_SIZE = 17
+OBS_SIZE = 19
 KINDS = ("conv", "depthwise", "linear")
 
 
@@ -61,6 +67,7 @@ class AkperlEnv(gym.Env):
         input_stats: bool = True,
         accuracy_every: int = 1,
         stats_batch: int = 64,
+        min_sparsity: float | None = None,
     ) -> None:
         super().__init__()
         if len(coefficients.weights) != len(task.units):
@@ -75,6 +82,9 @@ class AkperlEnv(gym.Env):
         self.input_stats = input_stats
         self.accuracy_every = accuracy_every
         self.stats_batch = stats_batch
+        self.min_sparsity = min_sparsity
+        self.budget = SparsityFloor(task.model, task.units, task.ignored_layers, min_sparsity or 0.0)
+        self._first_floor = self.budget.minimum_level(0, task.model, [])
         self.action_space = spaces.Discrete(len(LEVELS))
         self.observation_space = spaces.Box(-10.0, 10.0, shape=(OBS_SIZE,), dtype=np.float32)
         self._widest = max(u.channels for u in task.units)
@@ -114,11 +124,20 @@ class AkperlEnv(gym.Env):
             float(u.block is not None),
         ]
 
+    def _floor_level(self) -> int:
+        """The smallest level the sparsity floor allows for the current unit (0 past the last one)."""
+        if self._t >= len(self.task.units):
+            return 0
+        if self._pruner is None:  # nothing pruned yet
+            return self._first_floor
+        return self.budget.minimum_level(self._t, self._pruner.model, self._pruner.removed)
+
     def _obs(self) -> np.ndarray:
         stats = self._stats if self.input_stats else np.zeros(6, dtype=np.float32)
-        obs = np.array(
-            [*self._unit_features(self._t), LEVELS[self._prev], self._acc, self._power, *stats], dtype=np.float32
-        )
+        model = self._pruner.model if self._pruner is not None else self.task.model
+        sparsity = self.budget.removed(model) / self.budget.total
+        features = [*self._unit_features(self._t), LEVELS[self._prev], self._acc, self._power, *stats]
+        obs = np.array([*features, sparsity, LEVELS[self._floor_level()]], dtype=np.float32)
         return np.clip(obs, -10.0, 10.0)
 
     def _advance(self) -> None:
@@ -165,8 +184,9 @@ class AkperlEnv(gym.Env):
             raise ValueError(f"action must be in 0..{len(LEVELS) - 1}, got {action!r}")
         t = self._t
         unit = self.task.units[t]
+        floor = self._floor_level()
         pruner = self._ensure_pruner()
-        applied = pruner.apply(unit, int(action))
+        applied = pruner.apply(unit, max(legal_level(unit, int(action)), floor))
         self._levels[t] = applied
         self._applied[t] = LEVELS[applied]
         self._prev = applied
@@ -184,6 +204,7 @@ class AkperlEnv(gym.Env):
         info: dict[str, Any] = {
             "unit": unit.name,
             "requested": LEVELS[int(action)],
+            "floor": LEVELS[floor],
             "level": LEVELS[applied],
             "removed_block": unit.block if applied == REMOVE_BLOCK else None,
             "acc": self._acc,
@@ -193,6 +214,7 @@ class AkperlEnv(gym.Env):
         }
         if terminated:
             info["levels"] = tuple(self._levels)
+            info["sparsity"] = self.budget.removed(pruner.model) / self.budget.total
             info["R"] = self.coefficients.objective(self._acc, self._power, self._applied)
             info["return_offset"] = self.coefficients.offset(self._dense_acc)
         return self._obs(), float(reward), terminated, False, info

@@ -101,12 +101,18 @@ def build_task(params: Params, data: PreparedData, model: nn.Module, device: tor
     )
 
 
+def _floor(params: Params) -> float | None:
+    """The channel-sparsity floor of every episode, or None when the reward alone decides."""
+    p = params.akperl
+    return p.target_sparsity if p.enforce_target_sparsity else None
+
+
 def _train(task: PruningTask, params: Params, coefficients: RewardCoefficients, *, seed: int, label: str, live: Path,
            input_stats: bool = True) -> AgentRun:  # fmt: skip
     p = params.akperl
     return train_agent(
         task, coefficients, dqn=p.dqn, steps=p.dqn.steps, seed=seed, label=label, input_stats=input_stats,
-        accuracy_every=p.accuracy_every, stats_batch=p.stats_batch, live_dir=live,
+        accuracy_every=p.accuracy_every, stats_batch=p.stats_batch, min_sparsity=_floor(params), live_dir=live,
     )  # fmt: skip
 
 
@@ -178,7 +184,7 @@ def _search(params: Params, task_for: Callable[[int], PruningTask], live_root: P
         grid, chosen, grid_runs = grid_search(
             first, (p.alpha, p.beta, p.gamma), weights=layer_weights(first.units, p.layer_weights), lam=p.lam,
             target_sparsity=p.target_sparsity, dqn=p.dqn, steps=p.grid_steps, seed=p.seeds[0],
-            accuracy_every=p.accuracy_every, stats_batch=p.stats_batch, live_root=live_root,
+            accuracy_every=p.accuracy_every, stats_batch=p.stats_batch, min_sparsity=_floor(params), live_root=live_root,
         )  # fmt: skip
     runs, ablation_runs = [], []
     with _timed(timing, "agents"):
