@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,8 @@ from edgeprune.device import (
 )
 from edgeprune.power.model import layer_costs
 
+from fake_boards import JETSON_NANO, fake_board, restore_torch_state  # noqa: F401 (fixture)
+
 SHAPE = (1, 3, 16, 16)
 FAST = {"repeats": 5, "warmup": 1, "energy_seconds": 0.05, "idle_seconds": 0.02}
 
@@ -39,13 +39,7 @@ def tiny_net() -> nn.Module:
     ).eval()
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_state() -> Iterator[None]:
-    """run_benchmark sets torch's thread count and load_exported the int8 engine: undo both."""
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("restore_torch_state")
 
 
 @pytest.fixture
@@ -105,18 +99,8 @@ def test_run_models_host_power_from_the_measured_latency(exported: tuple[nn.Modu
 
 
 def fake_jetson(root: Path, bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Jetson Nano as the runner sees it: device-tree model, INA3221 rails (JetPack 4), nvpmodel."""
-    (root / "firmware/devicetree/base").mkdir(parents=True)
-    (root / "firmware/devicetree/base/model").write_text("NVIDIA Jetson Nano Developer Kit\x00")
-    rails = root / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
-    rails.mkdir(parents=True)
-    for channel, (name, mw) in enumerate((("POM_5V_IN", 4000), ("POM_5V_GPU", 1000), ("POM_5V_CPU", 800))):
-        (rails / f"rail_name_{channel}").write_text(name)
-        (rails / f"in_power{channel}_input").write_text(str(mw))
-    bin_dir.mkdir()
-    tool = bin_dir / "nvpmodel"
-    tool.write_text("#!/bin/sh\nprintf 'NV Fan Mode:quiet\\nNV Power Mode: MAXN\\n0\\n'\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    """A Jetson Nano as the runner sees it, with its nvpmodel on PATH (which also prints a fan-mode line)."""
+    fake_board(root, JETSON_NANO, bin_dir, nvpmodel_lines=("NV Fan Mode:quiet",))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +23,7 @@ from edgeprune.stages import device_power as dp
 from edgeprune.stages.device_power import DevicePowerParams
 
 from conftest import write_class_folder_zip
+from fake_boards import JETSON_NANO, RASPBERRY_PI_4, fake_board, restore_torch_state  # noqa: F401 (fixture)
 
 MODEL = "resnet20"
 DENSE_LATENCY_MS = 3.25  # what the fake baselines table says the host measured
@@ -42,12 +41,7 @@ def params(**section: object) -> StageParams:
     return StageParams(num_threads=1, train=train, device_power=DevicePowerParams(**section))
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_state() -> Iterator[None]:
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("restore_torch_state")
 
 
 @pytest.fixture(scope="module")
@@ -141,31 +135,14 @@ def test_exports_round_trip_through_the_device_loader(tree) -> None:
     assert json.loads((paths.root / "device" / "ingest.json").read_text())["host_meter"] is None
 
 
-def fake_board(root: Path, model: str, bin_dir: Path | None = None) -> Path:
-    """A device tree naming the board; for a Jetson also INA3221 rails (JetPack 4) and an nvpmodel saying MAXN."""
-    (root / "firmware/devicetree/base").mkdir(parents=True)
-    (root / "firmware/devicetree/base/model").write_text(model + "\x00")
-    if bin_dir is not None:
-        rails = root / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
-        rails.mkdir(parents=True)
-        for channel, (name, mw) in enumerate((("POM_5V_IN", 4000), ("POM_5V_GPU", 1000), ("POM_5V_CPU", 800))):
-            (rails / f"rail_name_{channel}").write_text(name)
-            (rails / f"in_power{channel}_input").write_text(str(mw))
-        bin_dir.mkdir()
-        tool = bin_dir / "nvpmodel"
-        tool.write_text("#!/bin/sh\nprintf 'NV Power Mode: MAXN\\n0\\n'\n")
-        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    return root
-
-
 def test_measured_jsons_override_their_rows(tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths, before, sysfs = tree
     export = paths.root / "device" / "export" / MODEL / "baselines"
-    jetson = fake_board(tmp_path / "jetson", "NVIDIA Jetson Nano Developer Kit", tmp_path / "bin")
+    jetson = fake_board(tmp_path / "jetson", JETSON_NANO, tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     metered = run_benchmark(export / "none-dense" / "int8-qnnpack.pt", sysfs_root=jetson, rate_hz=200, **FAST)
     monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])
-    pi = fake_board(tmp_path / "pi", "Raspberry Pi 4 Model B Rev 1.4")
+    pi = fake_board(tmp_path / "pi", RASPBERRY_PI_4)
     unmetered = run_benchmark(export / "l1_filter-s0.50" / "fp32.pt", sysfs_root=pi, **FAST)
     stale = {**unmetered, "export": {**unmetered["export"], "macs": 1}}
     stranger = {**unmetered, "model": "vgg19_bn/baselines/none-dense"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -252,6 +253,21 @@ def test_pareto_front_keeps_only_undominated_points():
     x = pd.Series([1.0, 2.0, 3.0, 2.5])
     y = pd.Series([70.0, 75.0, 74.0, 76.0])
     assert figures.pareto_front(x, y).tolist() == [True, True, False, True]
+
+
+def test_intensity_figure_draws_seed_means_per_method_with_the_dense_row_at_zero():
+    rows = [{"method": "none", "sparsity": None, "seed": 0, "top1": 80.0, "latency_b1_ms": 4.0}]
+    rows += [{"method": m, "sparsity": s, "seed": seed, "top1": 70.0 - 10 * s + seed, "latency_b1_ms": 4.0 - s}
+             for m in ("l1", "magnitude") for s in (0.3, 0.5) for seed in (0, 2)]  # fmt: skip
+    fig = figures.intensity(pd.DataFrame(rows))
+    accuracy, latency = fig.axes
+    lines = {c.get_label(): c for c in accuracy.containers}
+    assert sorted(lines) == ["l1", "magnitude", "none"]
+    x, y = lines["l1"].lines[0].get_data()
+    assert list(x) == [30.0, 50.0] and list(y) == pytest.approx([68.0, 66.0])  # means over seeds 0 and 2
+    assert list(lines["none"].lines[0].get_data()[0]) == [0.0]
+    assert len(latency.containers) == 3
+    plt.close(fig)
 
 
 def test_load_results_reads_the_stages_and_lists_what_is_missing(tmp_path):

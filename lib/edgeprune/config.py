@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
-from edgeprune.fields import ModelNames, Seeds
+from edgeprune.fields import ConditionSet, ModelNames, Seeds
 from edgeprune.ppo.params import PPOParams
 from edgeprune.qsa.params import QSAParams
 from edgeprune.stages.device_power import DevicePowerParams
@@ -49,18 +49,8 @@ class DataParams(_Section):
 class ShiftParams(_Section):
     """Distribution-shift conditions for the dynamic experiments."""
 
-    conditions: list[str] = Field(default_factory=lambda: list(CONDITIONS), min_length=1)
+    conditions: ConditionSet = Field(default_factory=lambda: list(CONDITIONS))
     severity: int = Field(3, ge=1, le=5)
-
-    @field_validator("conditions")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = [c for c in value if c not in CONDITIONS]
-        if unknown:
-            raise ValueError(f"unknown condition(s) {unknown}; known: {list(CONDITIONS)}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"duplicate conditions in {value}")
-        return value
 
 
 class TrainParams(_Section):

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
 
 
@@ -28,5 +29,23 @@ def registered_models(value: list[str]) -> list[str]:
     return value
 
 
+def known_conditions(value: list[str]) -> list[str]:
+    """Shift conditions are names from :data:`edgeprune.data.CONDITIONS` (repeats allowed: a stream)."""
+    unknown = [c for c in value if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {unknown}; known: {list(CONDITIONS)}")
+    return value
+
+
+def distinct_conditions(value: list[str]) -> list[str]:
+    """Known shift conditions, each named once (a set of conditions to evaluate or train under)."""
+    known_conditions(value)
+    if len(set(value)) != len(value):
+        raise ValueError(f"duplicate conditions in {value}")
+    return value
+
+
 Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(distinct_seeds)]
 ModelNames = Annotated[list[str], AfterValidator(registered_models)]
+ConditionSet = Annotated[list[str], Field(min_length=1), AfterValidator(distinct_conditions)]
+ConditionStream = Annotated[list[str], Field(min_length=1), AfterValidator(known_conditions)]

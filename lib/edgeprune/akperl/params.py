@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgeprune.data import CONDITIONS
-from edgeprune.fields import ModelNames
+from edgeprune.fields import ConditionSet, ModelNames
 
 ABLATIONS = ("no_stats", "no_power", "uniform")
 
@@ -47,7 +46,7 @@ class AkperlParams(_Section):
     ablations: list[Literal["no_stats", "no_power", "uniform"]] = Field(
         default_factory=lambda: list(ABLATIONS), description="no input statistics in the state / beta=0 / uniform layer weights"
     )
-    conditions: list[str] | None = Field(
+    conditions: ConditionSet | None = Field(
         default_factory=lambda: ["clean", "low_light"], description="input conditions the policy sees; None = shift.conditions"
     )
     # reward
@@ -87,18 +86,6 @@ class AkperlParams(_Section):
     def _seeds(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (not value or len(set(value)) != len(value) or min(value) < 0):
             raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {value}")
-        return value
-
-    @field_validator("conditions")
-    @classmethod
-    def _conditions(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("conditions must name at least one input condition (or be null for shift.conditions)")
-        unknown = [c for c in value if c not in CONDITIONS]
-        if unknown or len(set(value)) != len(value):
-            raise ValueError(f"conditions must be distinct names from {list(CONDITIONS)}, got {value}")
         return value
 
     @field_validator("alpha", "beta", "gamma")

@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgeprune.data import CONDITIONS
-from edgeprune.fields import ModelNames, Seeds
+from edgeprune.fields import ConditionStream, ModelNames, Seeds
 
 # The structured static methods of edgeprune.prune (kept literal: importing it would pull
 # Torch-Pruning into the params schema; a test checks they agree).
@@ -23,9 +22,8 @@ class ControllerParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    conditions: list[str] = Field(
+    conditions: ConditionStream = Field(
         default_factory=lambda: ["clean", "noise", "blur", "low_light", "low_contrast", "clean"],
-        min_length=1,
         description="the stream: one segment per entry, in order (repeats allowed)",
     )
     batches_per_condition: int = Field(2, ge=1, description="stream batches in each segment")
@@ -46,14 +44,6 @@ class ControllerParams(BaseModel):
     buffer_batches: int = Field(2, ge=1, description="most recent batches whose images retrain the QSA")
     retrain_steps: int = Field(10, ge=1, description="QSA optimisation steps per re-prune (warm-started)")
     fine_tune_epochs: float = Field(0.0, ge=0, description="epochs of fine-tuning on the labelled buffer (0 = off)")
-
-    @field_validator("conditions")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = [c for c in value if c not in CONDITIONS]
-        if unknown:
-            raise ValueError(f"unknown condition(s) {unknown}; known: {list(CONDITIONS)}")
-        return value
 
 
 class QSAParams(BaseModel):

@@ -1,4 +1,5 @@
-"""The Pareto view over every method: accuracy against stored size, measured latency and modelled energy."""
+"""The report's figures: the Pareto view over every method (accuracy against stored size, measured latency and
+modelled energy) and the static sweep against pruning intensity."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 
 from edgeprune.report.collect import Results
 
-__all__ = ["pareto", "pareto_front", "pareto_points"]
+__all__ = ["intensity", "pareto", "pareto_front", "pareto_points"]
 
 _KEY = ["stage", "model", "method", "setting", "precision"]
 
@@ -81,5 +82,27 @@ def pareto(points: pd.DataFrame) -> plt.Figure:
     fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     n = points["seeds"].max() if len(points) else 0
     fig.suptitle(f"Every method, means over up to {n} seeds (squares: real int8 copies; black: Pareto front)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def intensity(baselines: pd.DataFrame) -> plt.Figure:
+    """Static sweep: top-1 and measured batch-1 latency against sparsity, one line per method.
+
+    Top-1: mean over seeds with ±1 SD bars. Latency is measured once per architecture (seeds
+    share the pruned structure), so it has no bars. The dense row is sparsity 0.
+    """
+    base = baselines.assign(sparsity=baselines["sparsity"].fillna(0.0))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, part in base.groupby("method"):
+        for ax, metric, label in ((axes[0], "top1", "top-1 %"), (axes[1], "latency_b1_ms", "latency ms (measured, b1)")):
+            means = part.groupby("sparsity")[metric].agg(["mean", "std"]).reset_index()
+            ax.errorbar(100 * means["sparsity"], means["mean"], yerr=means["std"], marker="o", capsize=3, label=method)
+            ax.set_xlabel("sparsity (% of prunable channels or weights)")
+            ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    n = base.groupby(["method", "sparsity"])["seed"].nunique().max()
+    fig.suptitle(f"Static sweep: top-1 means over {n} seeds, error bars ±1 SD over seeds; latency measured once per "
+                 "architecture (median of repeats; seeds share the pruned structure, so no bars)", fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
