@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,7 +118,9 @@ def test_select_coefficients_prefers_accuracy_among_sparse_enough():
     assert select_coefficients(table, 0.9) == 2  # none reaches it: the sparsest
 
 
-def test_train_agent_logs_episodes_and_reads_a_policy_per_condition(task, tmp_path):
+def test_train_agent_logs_episodes_and_reads_a_policy_per_condition(task, tmp_path, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where SB3's default logger makes a folder
     coef = RewardCoefficients(1.0, 0.5, 0.1, 0.01, layer_weights(task.units))
     dqn = DQNParams(steps=40, learning_starts=10, batch_size=8, target_update_interval=10)
     run = train_agent(task, coef, dqn=dqn, steps=40, seed=0, stats_batch=8, live_dir=tmp_path / "live")
@@ -126,6 +130,7 @@ def test_train_agent_logs_episodes_and_reads_a_policy_per_condition(task, tmp_pa
     assert all(len(levels) == 4 for levels in run.policy.levels)
     assert (tmp_path / "live" / "metrics.json").is_file()
     assert run.steps_to_99 is not None and run.steps_to_99 <= 40
+    assert list((tmp_path / "tmp").iterdir()) == []  # no stray SB3-* log folder
 
 
 # --------------------------------------------------------------------------- the switching controller

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 
 import pytest
 import torch
@@ -197,9 +198,11 @@ def test_best_feasible_prefers_density_then_accuracy():
     assert best_feasible([small_bad, episode(20, 900, False)]).outcome.top1 == 20
 
 
-def test_ppo_trains_and_extracts_a_policy(search):
+def test_ppo_trains_and_extracts_a_policy(search, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger makes a folder
     env = make_env(search)
     agent = train_agent(env, episodes=4, episodes_per_update=2, n_epochs=2, seed=0, progress=False)
+    assert list(tmp_path.iterdir()) == []  # no stray SB3-* log folder
     greedy, chosen = extract_policy(agent, env)
     assert len(env.episodes) == 5 and env.episodes[-1] is greedy
     feasible = [e for e in env.episodes if e.feasible]

@@ -21,6 +21,7 @@ import torch
 from dvclive import Live
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 from edgeprune.akperl.params import DQNParams
 from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid
@@ -211,8 +212,9 @@ def train_agent(
         exploration_final_eps=dqn.exploration_final_eps,
         policy_kwargs={"net_arch": list(dqn.net_arch)},
         seed=seed,
-        device="cpu",  # a 17-input MLP: a GPU only adds transfer latency
+        device="cpu",  # a 19-input MLP: a GPU only adds transfer latency
     )
+    agent.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes an empty /tmp/SB3-* per run
     live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) if live_dir is not None else None
     log = EpisodeLog(probes, task, live)
     try:

@@ -20,6 +20,7 @@ import torch
 from dvclive import Live
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from tqdm.auto import tqdm
 
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
@@ -90,6 +91,7 @@ def train_agent(
         device="cpu",
         verbose=0,
     )
+    agent.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes an empty /tmp/SB3-* per run
     if warm_start:
         with torch.no_grad():
             agent.policy.action_net.bias.copy_(warm_start_logits(env, warm_start))
