@@ -76,5 +76,9 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert 'href="90_tables.html"' in index and "Claims check" in index
     assert (work / "results/figures/00_data/conditions.png").is_file()
     assert "up to date" in run(["dvc", "status"], work).lower()
+    bytecode = work / "lib/edgeprune/ppo/__pycache__"  # what any import of the package may write
+    bytecode.mkdir(exist_ok=True)
+    (bytecode / "agent.cpython-311.pyc").write_bytes(b"\x00")
+    assert "up to date" in run(["dvc", "status"], work).lower()  # .dvcignore: bytecode is no dependency
     metrics_shown = run(["dvc", "metrics", "show"], work)
     assert "top1" in metrics_shown and "verdicts.reproduced" in metrics_shown
