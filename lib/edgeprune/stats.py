@@ -31,6 +31,7 @@ __all__ = [
     "format_mean_ci",
     "format_summary",
     "holm",
+    "holm_rows",
     "mean_ci",
     "regress_on_intensity",
     "summarise",
@@ -225,6 +226,16 @@ def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.
     return reject, p_adj
 
 
+def holm_rows(table: pd.DataFrame, tested: pd.Series, alpha: float = 0.05) -> tuple[pd.Series, pd.Series]:
+    """:func:`holm` over the rows of ``table`` marked ``tested`` (its ``p`` column): ``(adjusted p, reject)``
+    per row, NaN and False on the rows left out of the family."""
+    p_holm = pd.Series(np.nan, index=table.index)
+    reject = pd.Series(False, index=table.index)
+    if tested.any():
+        reject[tested], p_holm[tested] = holm(table.loc[tested, "p"].to_numpy(), alpha=alpha)
+    return p_holm, reject
+
+
 def compare_methods(
     df: pd.DataFrame,
     metric: str,
@@ -292,11 +303,7 @@ def compare_methods(
         raise ValueError("no treatment-control pair left after skipping self-comparisons")
     table = pd.DataFrame(rows)
     tested = table["tested"].astype(bool) if listing else pd.Series(True, index=table.index)
-    table["p_holm"], table["reject"] = np.nan, False
-    if tested.any():
-        reject, p_adj = holm(table.loc[tested, "p"].to_numpy(), alpha=alpha)
-        table.loc[tested, "p_holm"] = p_adj
-        table.loc[tested, "reject"] = reject
+    table["p_holm"], table["reject"] = holm_rows(table, tested, alpha)
     return table
 
 

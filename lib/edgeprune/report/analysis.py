@@ -26,7 +26,7 @@ from edgeprune.stats import (
     anova_oneway,
     anova_twoway,
     compare_methods,
-    holm,
+    holm_rows,
     regress_on_intensity,
 )
 
@@ -105,12 +105,7 @@ def dynamic_vs_static(res: Results, comparisons: tuple[Comparison, ...] = COMPAR
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
-    tested = table["tested"].astype(bool)
-    table["p_holm"], table["significant"] = np.nan, False
-    if tested.any():
-        reject, p_adj = holm(table.loc[tested, "p"].to_numpy(), alpha=alpha)
-        table.loc[tested, "p_holm"] = p_adj
-        table.loc[tested, "significant"] = reject
+    table["p_holm"], table["significant"] = holm_rows(table, table["tested"].astype(bool), alpha)
     sign = np.where(table["better"] == "higher", 1.0, -1.0)
     diff = table.get("mean_diff", pd.Series(np.nan, index=table.index))
     table["treatment_better"] = pd.Series(sign * diff > 0, index=table.index, dtype=object).where(diff.notna(), None)
