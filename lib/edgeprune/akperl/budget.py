@@ -28,13 +28,15 @@ from edgeprune.akperl.units import LEVELS, REMOVE_BLOCK, PruningUnit, legal_leve
 _NOT_BLOCK_MAX = REMOVE_BLOCK - 1  # 75 %: the largest level every unit can take
 
 
-def _kept_removed(unit: PruningUnit, level_index: int) -> int:
-    """Channels one producer of ``unit`` loses at a (non-block) level, as :class:`LayerwisePruner` removes them."""
-    return min(round(LEVELS[level_index] * unit.channels), unit.channels - 1)
-
-
 def _inside(name: str, blocks: Sequence[str]) -> bool:
     return any(name.startswith(block + ".") for block in blocks)
+
+
+def _channel_removal(unit: PruningUnit, level_index: int, removed_blocks: Sequence[str]) -> int:
+    """Output channels a (non-block) level removes: as :class:`LayerwisePruner` prunes the root, from each
+    producer layer not inside ``removed_blocks``."""
+    per_producer = min(round(LEVELS[level_index] * unit.channels), unit.channels - 1)
+    return per_producer * sum(not _inside(name, removed_blocks) for name in unit.producers)
 
 
 class SparsityFloor:
@@ -61,22 +63,25 @@ class SparsityFloor:
         """Prunable output channels ``model`` has lost against the dense network."""
         return self.total - out_channels(model, self.ignored_layers)
 
+    def sparsity(self, model: nn.Module) -> float:
+        """Share of the dense network's prunable output channels that ``model`` has lost."""
+        return self.removed(model) / self.total
+
     def _gain(self, unit: PruningUnit, level_index: int, model: nn.Module, removed_blocks: Sequence[str]) -> int:
         if level_index == REMOVE_BLOCK:  # every prunable layer inside the block goes, at its current width
             return out_channels(model.get_submodule(unit.block), [])
-        alive = sum(not _inside(name, removed_blocks) for name in unit.producers)
-        return _kept_removed(unit, level_index) * alive
+        return _channel_removal(unit, level_index, removed_blocks)
 
     def _future(self, t: int, removed_blocks: Sequence[str]) -> int:
         """Channels units after ``t`` remove at 75 %, skipping units inside ``removed_blocks``."""
         return sum(
-            _kept_removed(u, _NOT_BLOCK_MAX) * sum(not _inside(n, removed_blocks) for n in u.producers)
+            _channel_removal(u, _NOT_BLOCK_MAX, removed_blocks)
             for u in self.units[t + 1 :]
             if not _inside(u.name, removed_blocks)
         )
 
     def minimum_level(self, t: int, model: nn.Module, removed_blocks: Sequence[str]) -> int:
-        """The smallest legal level index for unit ``t`` of ``model`` (pruned up to ``t``) that keeps the floor reachable.
+        """The smallest legal level index for unit ``t`` of ``model`` (pruned up to ``t``) keeping the floor reachable.
 
         ``removed_blocks``: blocks already replaced by ``nn.Identity``. When no level
         suffices (the estimate was optimistic), the unit's largest legal level.

@@ -84,7 +84,6 @@ class AkperlEnv(gym.Env):
         self.stats_batch = stats_batch
         self.min_sparsity = min_sparsity
         self.budget = SparsityFloor(task.model, task.units, task.ignored_layers, min_sparsity or 0.0)
-        self._first_floor = self.budget.minimum_level(0, task.model, [])
         self.action_space = spaces.Discrete(len(LEVELS))
         self.observation_space = spaces.Box(-10.0, 10.0, shape=(OBS_SIZE,), dtype=np.float32)
         self._widest = max(u.channels for u in task.units)
@@ -124,19 +123,20 @@ class AkperlEnv(gym.Env):
             float(u.block is not None),
         ]
 
+    def _current(self) -> tuple[nn.Module, list[str]]:
+        """The network as pruned so far and the blocks it has lost (the dense network before the first step)."""
+        return (self._pruner.model, self._pruner.removed) if self._pruner is not None else (self.task.model, [])
+
     def _floor_level(self) -> int:
         """The smallest level the sparsity floor allows for the current unit (0 past the last one)."""
         if self._t >= len(self.task.units):
             return 0
-        if self._pruner is None:  # nothing pruned yet
-            return self._first_floor
-        return self.budget.minimum_level(self._t, self._pruner.model, self._pruner.removed)
+        return self.budget.minimum_level(self._t, *self._current())
 
     def _obs(self) -> np.ndarray:
         stats = self._stats if self.input_stats else np.zeros(6, dtype=np.float32)
-        model = self._pruner.model if self._pruner is not None else self.task.model
-        sparsity = self.budget.removed(model) / self.budget.total
         features = [*self._unit_features(self._t), LEVELS[self._prev], self._acc, self._power, *stats]
+        sparsity = self.budget.sparsity(self._current()[0])
         obs = np.array([*features, sparsity, LEVELS[self._floor_level()]], dtype=np.float32)
         return np.clip(obs, -10.0, 10.0)
 
@@ -214,7 +214,7 @@ class AkperlEnv(gym.Env):
         }
         if terminated:
             info["levels"] = tuple(self._levels)
-            info["sparsity"] = self.budget.removed(pruner.model) / self.budget.total
+            info["sparsity"] = self.budget.sparsity(pruner.model)
             info["R"] = self.coefficients.objective(self._acc, self._power, self._applied)
             info["return_offset"] = self.coefficients.offset(self._dense_acc)
         return self._obs(), float(reward), terminated, False, info
