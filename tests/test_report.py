@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from edgeprune import results
-from edgeprune.claims import claims_table
+from edgeprune.claims import VERDICTS, claims_table
 from edgeprune.paths import ResultPaths
 from edgeprune.report import analysis, figures, tables
 from edgeprune.report.collect import Results, load_results
 from edgeprune.report.evidence import claim_measurements
-from edgeprune.report.html import write_index
+from edgeprune.report.html import VERDICT_COLOURS, write_index
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
@@ -291,6 +291,8 @@ def test_index_links_every_notebook_and_shows_the_claims(tmp_path, res):
     page = write_index(reports, tmp_path / "tables").read_text()
     assert 'href="30_akperl_dqn/mobilenet_v3_small.html"' in page and 'href="90_tables.html"' in page
     assert 'class="v-reproduced"' in page and "not testable here" in page
+    assert set(VERDICT_COLOURS) == set(VERDICTS)  # every verdict has its colour, here and in 90_tables
+    assert "td.v-not-testable-here { background: #e2e3e5; }" in page
     assert 'href="../tables/claims.tex"' in page
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         write_index(tmp_path / "nowhere", tmp_path)

@@ -7,9 +7,9 @@
 :mod:`~edgeprune.report.html` writes ``reports/index.html``.
 """
 
-from edgeprune.report import figures, tables
+from edgeprune.report import figures, html, tables
 from edgeprune.report.collect import METHOD_STAGES, Results, load_results
 from edgeprune.report.html import write_index
 from edgeprune.report.tables import build_all, write_table
 
-__all__ = ["METHOD_STAGES", "Results", "build_all", "figures", "tables", "load_results", "write_index", "write_table"]
+__all__ = ["METHOD_STAGES", "Results", "build_all", "figures", "html", "tables", "load_results", "write_index", "write_table"]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from edgeprune.io import atomic_write
 
-__all__ = ["PAPER_MAP", "write_index"]
+__all__ = ["PAPER_MAP", "VERDICT_COLOURS", "write_index"]
 
 PAPER_MAP: tuple[tuple[str, str, str], ...] = (
     # (paper item, what we make of it, the notebook that makes it)
@@ -37,15 +37,28 @@ PAPER_MAP: tuple[tuple[str, str, str], ...] = (
     ("ANOVA, regression on pruning intensity", "results/tables/stats/anova.*, results/tables/stats/regression.*", "91_stats"),
 )
 
+VERDICT_COLOURS: dict[str, str] = {
+    "reproduced": "#d9f2d9",
+    "partly": "#fff3cd",
+    "not reproduced": "#f8d7da",
+    "not testable here": "#e2e3e5",
+}
+"""Background of each claims-check verdict, in this page and in the 90_tables notebook."""
+
+
+def _verdict_class(verdict: str) -> str:
+    return "v-" + verdict.replace(" ", "-")
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-td.v-reproduced { background: #d9f2d9; } td.v-partly { background: #fff3cd; }
-td.v-not-reproduced { background: #f8d7da; } td.v-not-testable-here { background: #e2e3e5; }
 code { background: #f3f3f3; padding: 0 0.2rem; }
-"""
+""" + "".join(
+    f"td.{_verdict_class(v)} {{ background: {colour}; }}\n" for v, colour in VERDICT_COLOURS.items()
+)
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -59,7 +72,7 @@ def _claims_html(claims: pd.DataFrame) -> str:
     for _, row in claims.iterrows():
         cells = []
         for c in columns:
-            cls = f' class="v-{row["verdict"].replace(" ", "-")}"' if c == "verdict" else ""
+            cls = f' class="{_verdict_class(row["verdict"])}"' if c == "verdict" else ""
             cells.append(f"<td{cls}>{html.escape(str(row[c]))}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
