@@ -208,10 +208,14 @@ def test_search_and_cycle_give_a_smaller_int8_network():
 
 
 class ColourNet(nn.Module):
-    """Predicts the brightest colour channel; confident on saturated images, unsure on grey ones."""
+    """Predicts the brightest colour channel (rolled by ``shift``); confident on saturated images, unsure on grey ones."""
+
+    def __init__(self, scale: float = 5.0, shift: int = 0) -> None:
+        super().__init__()
+        self.scale, self.shift = scale, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 5.0 * x.mean((2, 3))
+        return self.scale * x.mean((2, 3)).roll(self.shift, 1)
 
 
 def batch(index: int, kind: str, n: int = 30) -> StreamBatch:
@@ -226,14 +230,14 @@ def batch(index: int, kind: str, n: int = 30) -> StreamBatch:
     return StreamBatch(index, kind, x, y)
 
 
-def run(kinds: list[str], **config) -> tuple[DriftController, list[tuple]]:
+def run(kinds: list[str], candidate: nn.Module | None = None, **config) -> tuple[DriftController, list[tuple]]:
     calls = []
 
     def reprune(x: torch.Tensor, y: torch.Tensor | None) -> Deployment:
         calls.append((len(x), None if y is None else len(y)))
-        return Deployment(ColourNet(), {"call": len(calls)})
+        return Deployment(candidate or ColourNet(), {"call": len(calls)})
 
-    settings = {"window": 2, "cooldown": 1, "buffer_batches": 2, "label_delay": 1, "timer": None}
+    settings = {"window": 2, "cooldown": 1, "buffer_batches": 2, "label_delay": 1, "timer": None, "accept": "always"}
     settings |= {"accuracy_drop": 20.0, "entropy_rise": 0.3}
     controller = DriftController(Deployment(ColourNet()), reprune, ControllerParams(**{**settings, **config}))
     controller.run([batch(i, kind) for i, kind in enumerate(kinds)])
@@ -260,6 +264,28 @@ def test_timer_fires_on_schedule():
     controller, _ = run(["clean"] * 9, timer=3, cooldown=0)
     assert [t["batch"] for t in controller.triggers] == [2, 5, 8]
     assert {t["reason"] for t in controller.triggers} == {"timer"}
+
+
+@pytest.mark.parametrize(
+    "monitor, candidate, judge, accepted",
+    [
+        ("labels", ColourNet(shift=1), "top1", False),  # wrong on every image of the held-out batch
+        ("labels", ColourNet(scale=50.0), "top1", True),  # as accurate: ties go to the new network
+        ("entropy", ColourNet(scale=0.5), "entropy", False),  # flatter logits: higher entropy on the buffer
+        ("entropy", ColourNet(scale=50.0), "entropy", True),
+    ],
+)
+def test_gate_deploys_only_a_candidate_at_least_as_good(monitor, candidate, judge, accepted):
+    controller, calls = run(["clean"] * 4, candidate, monitor=monitor, timer=3, cooldown=0, buffer_batches=3, accept="better")
+    (trigger,) = controller.triggers
+    assert trigger["batch"] == 2 and trigger["judge"] == judge and trigger["accepted"] is accepted
+    if judge == "top1":
+        assert (trigger["score_deployed"], trigger["score_candidate"]) == (100.0, 100.0 if accepted else 0.0)
+        assert calls == [(90, 30)]  # batches 0-1 labelled by batch 2; batch 1 held out of fine-tuning to judge
+    else:
+        assert (trigger["score_candidate"] < trigger["score_deployed"]) is accepted and calls == [(90, None)]
+    assert (controller.deployment.model is candidate) is accepted
+    assert controller.records[3]["deployment"] == int(accepted)
 
 
 def test_stream_needs_conditions_and_enough_images():

@@ -11,10 +11,17 @@ would have:
 - latency: the window's median batch latency against ``latency_budget_ms``, if set;
 - timer: every ``timer`` batches since the last deployment, if set.
 
-The reference a monitor compares with is the first full window after each deployment:
-after a re-prune the new network defines "normal" again, so a persistent shift does
-not trigger over and over. A drift back to an easier condition
-does not degrade the monitors; the timer is what catches it. Every trigger is logged.
+The reference a monitor compares with is the first full window after each re-prune:
+after one the network defines "normal" again, so a persistent shift does not trigger
+over and over. A drift back to an easier condition does not degrade the monitors; the
+timer is what catches it. Every trigger is logged.
+
+With ``accept="better"`` a re-pruned network is a candidate, deployed only if it scores
+at least as well as the deployed one on recent data it was not fine-tuned on: the
+newest labelled batch of the buffer, held out of fine-tuning (top-1), or, with no
+labels, the whole buffer (lower mean prediction entropy wins). A re-prune from the
+dense weights on a few hundred images can be far worse than a network fine-tuned
+offline; the gate keeps such a cycle from replacing it.
 """
 
 from __future__ import annotations
@@ -109,9 +116,10 @@ class DriftController:
 
     ``reprune(recent_x, recent_y)`` gets the images of the last ``buffer_batches``
     batches and, with the labels monitor, the labels that have arrived among them
-    (for the first ``len(recent_y)`` images; None otherwise), and returns the new
-    :class:`Deployment`. With ``reprune=None`` the network stays fixed (the
-    no-controller arms) while the signals are still logged.
+    (for the first ``len(recent_y)`` images; None otherwise), and returns the
+    candidate :class:`Deployment` (deployed as configured by ``accept``). With
+    ``reprune=None`` the network stays fixed (the no-controller arms) while the
+    signals are still logged.
     """
 
     def __init__(self, deployment: Deployment, reprune: Reprune | None, config: ControllerParams) -> None:
@@ -122,7 +130,8 @@ class DriftController:
         self.records: list[dict[str, Any]] = []
         self.triggers: list[dict[str, Any]] = []
         self._batches: list[StreamBatch] = []
-        self._deployed_at = 0  # index of the first batch the current network saw
+        self.deployments = 0  # re-pruned networks deployed so far
+        self._deployed_at = 0  # index of the first batch since the last re-prune
 
     def _labelled(self, now: int) -> list[dict[str, Any]]:
         """Records of the current network whose labels have arrived by batch ``now``."""
@@ -167,7 +176,7 @@ class DriftController:
     def observe(self, batch: StreamBatch) -> dict[str, Any]:
         """Run the deployed network on ``batch``, log it, re-prune if a trigger fires."""
         record = {"batch": batch.index, "condition": batch.condition, **run_batch(self.deployment.model, batch)}
-        record["deployment"] = len(self.triggers)
+        record["deployment"] = self.deployments
         self.records.append(record)
         self._batches = (self._batches + [batch])[-self.config.buffer_batches :]
         reason = self._reason(batch.index) if self.reprune is not None else None
@@ -175,15 +184,38 @@ class DriftController:
             self._redeploy(batch, *reason)
         return record
 
+    def _split_buffer(self, now: int) -> tuple[list[StreamBatch], list[StreamBatch], list[StreamBatch]]:
+        """The buffer as (labelled for fine-tuning, held out to judge, the rest) at batch ``now``."""
+        c = self.config
+        ready = now - c.label_delay
+        labelled = [b for b in self._batches if b.index <= ready] if c.monitor == "labels" else []
+        held = labelled[-1:] if c.accept == "better" else []
+        train = labelled[: len(labelled) - len(held)]
+        rest = [b for b in self._batches if b.index not in {t.index for t in train}]
+        return train, held, rest
+
+    def _judge(self, candidate: nn.Module, held: list[StreamBatch]) -> dict[str, Any]:
+        """Compare ``candidate`` with the deployed network: top-1 on ``held``, else entropy on the buffer."""
+        name, batches = ("top1", held) if held else ("entropy", self._batches)
+
+        def score(model: nn.Module) -> float:
+            return statistics.fmean(run_batch(model, b)[name] for b in batches)
+
+        deployed, new = score(self.deployment.model), score(candidate)
+        accepted = new >= deployed if name == "top1" else new <= deployed
+        return {"judge": name, "score_deployed": deployed, "score_candidate": new, "accepted": accepted}
+
     def _redeploy(self, batch: StreamBatch, reason: str, signal: float, reference: float) -> None:
-        ready = batch.index - self.config.label_delay
-        labelled = [b for b in self._batches if b.index <= ready] if self.config.monitor == "labels" else []
-        unlabelled = [b for b in self._batches if b.index > ready or not labelled]
-        recent_x = torch.cat([b.x for b in labelled + unlabelled])
-        recent_y = torch.cat([b.y for b in labelled]) if labelled else None
+        train, held, rest = self._split_buffer(batch.index)
+        recent_x = torch.cat([b.x for b in train + rest])
+        recent_y = torch.cat([b.y for b in train]) if train else None
         start = time.perf_counter()
-        self.deployment = self.reprune(recent_x, recent_y)
+        candidate = self.reprune(recent_x, recent_y)
         seconds = time.perf_counter() - start
+        verdict = self._judge(candidate.model, held) if self.config.accept == "better" else {"accepted": True}
+        if verdict["accepted"]:
+            self.deployment = candidate
+            self.deployments += 1
         self.triggers.append(
             {
                 "batch": batch.index,
@@ -194,11 +226,12 @@ class DriftController:
                 "seconds": seconds,
                 "buffer_images": len(recent_x),
                 "labelled_images": 0 if recent_y is None else len(recent_y),
-                **self.deployment.info,
+                **verdict,
+                **candidate.info,
             }
         )
-        self._deployed_at = batch.index + 1
-        self.reference = None  # the next full window defines normal for the new network
+        self._deployed_at = batch.index + 1  # a rejected cycle also restarts cooldown and reference
+        self.reference = None  # the next full window defines normal again
 
     def run(self, stream: Sequence[StreamBatch]) -> list[dict[str, Any]]:
         """Observe every batch of ``stream`` in order; returns the per-batch records."""

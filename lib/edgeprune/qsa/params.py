@@ -44,6 +44,11 @@ class ControllerParams(BaseModel):
     buffer_batches: int = Field(2, ge=1, description="most recent batches whose images retrain the QSA")
     retrain_steps: int = Field(10, ge=1, description="QSA optimisation steps per re-prune (warm-started)")
     fine_tune_epochs: float = Field(0.0, ge=0, description="epochs of fine-tuning on the labelled buffer (0 = off)")
+    accept: Literal["always", "better"] = Field(
+        "better",
+        description="always: deploy every re-pruned network; better: only if it beats the deployed one on held-out recent "
+        "data (the newest labelled batch, kept out of fine-tuning; without labels, lower mean entropy on the buffer)",
+    )
 
 
 class QSAParams(BaseModel):

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from edgeprune.config import Params
 
 TRIGGER_COLUMNS = [
-    "seed", "arm", "batch", "condition", "reason", "signal", "reference", "seconds", "buffer_images", "labelled_images"
+    "seed", "arm", "batch", "condition", "reason", "signal", "reference", "seconds", "buffer_images", "labelled_images",
+    "accepted",
 ]  # fmt: skip
 
 
@@ -398,9 +399,9 @@ def stream_figure(stream: pd.DataFrame, triggers: pd.DataFrame, seed: int) -> pl
     for arm, rows in part.groupby("arm", sort=False):
         line = ax.plot(rows.batch, rows.top1, marker=".", label=arm)[0]
         fired = triggers[(triggers.seed == seed) & (triggers.arm == arm)]
-        for batch in fired.batch:
-            ax.axvline(batch + 0.5, color=line.get_color(), ls="--", lw=0.8)
-    ax.set(xlabel="stream batch (dashed: re-prune after that batch)", ylabel="top-1 (%)")
+        for batch, accepted in zip(fired.batch, fired.accepted.astype(bool)):
+            ax.axvline(batch + 0.5, color=line.get_color(), ls="--" if accepted else ":", lw=0.8)
+    ax.set(xlabel="stream batch (re-prune after that batch: dashed deployed, dotted rejected)", ylabel="top-1 (%)")
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
     return fig
