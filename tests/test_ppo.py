@@ -127,6 +127,18 @@ def test_bn_recalibration_reestimates_running_statistics(trained):
 # --------------------------------------------------------------------------- search, env, agent
 
 
+def test_search_keeps_dense_bn_statistics_unless_channels_are_removed(search):
+    search.uniform(0.0, 8)
+    search.uniform(0.5, 8)
+    unpruned, _ = search._models[(0.0,) * len(search.groups)]
+    pruned, _ = search._models[(0.5,) * len(search.groups)]
+    dense_bn = search.model[1]
+    torch.testing.assert_close(unpruned[1].running_var, dense_bn.running_var, rtol=0, atol=0)
+    assert unpruned[1].num_batches_tracked == dense_bn.num_batches_tracked > 1
+    # pruned: reset and re-estimated in one pass over the 64 calibration images
+    assert pruned[1].running_var.shape == (8,) and pruned[1].num_batches_tracked == 1
+
+
 def test_search_caches_by_action_and_counts_bits_in_the_size(search):
     dense8 = search.uniform(0.0, 8)
     before = search.evaluations
