@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import entropy
 from torch import nn
+from torch.nn.utils import parametrize
 
 from small_nets import separable, train_briefly
 
@@ -141,6 +144,26 @@ def test_simulated_context_restores_the_weights(trained):
     with fakequant.simulated(trained, bits):
         assert len(torch.unique(trained[0].weight[0])) <= 3
     assert torch.equal(trained[0].weight, before)
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model.eval()(normalize(x)), y))
+
+
+def test_quantization_aware_training_fits_the_grid_better_than_float_fine_tuning(trained):
+    bits = dict.fromkeys(fakequant.quantized_layers(trained), 2)
+    acts = fakequant.calibrate(trained, normalize(separable(128, seed=2)[0]), bits)
+    floating, aware = copy.deepcopy(trained), copy.deepcopy(trained)
+    train_briefly(floating, steps=30)
+    with fakequant.quantization_aware(aware, bits, acts) as model:
+        assert len(torch.unique(model[0].weight[0])) <= 3  # it computes with 2-bit weights
+        train_briefly(model, steps=30)
+    assert not any(parametrize.is_parametrized(m) for m in aware.modules()) and not aware[3]._forward_pre_hooks
+    assert isinstance(aware[0].weight, nn.Parameter) and len(torch.unique(aware[0].weight[0])) > 3  # latent floats
+    x, y = separable(600, seed=3)
+    qat = _loss(fakequant.quantize_model(aware, bits, acts), x, y)
+    assert qat < 0.5 * _loss(fakequant.quantize_model(floating, bits, acts), x, y)  # same steps, same 2-bit grid
 
 
 def test_unknown_layers_and_mismatched_quantizers_are_refused(trained):

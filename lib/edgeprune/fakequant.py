@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 QUANTIZED_TYPES = (nn.Conv2d, nn.Linear)
@@ -333,6 +334,47 @@ def simulated(
         with torch.no_grad():
             for name, weight in originals.items():
                 layers[name].weight.copy_(weight)
+
+
+class _WeightQuantizer(nn.Module):
+    """Parametrization: the weight a layer computes with is its fake-quantized latent weight."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize_weight(weight, self.bits)
+
+
+@contextmanager
+def quantization_aware(
+    model: nn.Module, bits: Mapping[str, int], activations: Mapping[str, ActivationQuant] | None = None
+) -> Iterator[nn.Module]:
+    """Quantization-aware training: ``model`` with its k-bit quantizers in the loop, in place.
+
+    Inside the block every layer in ``bits`` computes with its fake-quantized weight (a
+    :mod:`torch.nn.utils.parametrize` parametrization over the latent float weight) and
+    quantizes its input where ``activations`` has a quantizer; torch's fake-quantize ops
+    pass gradients straight through inside the grid's range (the straight-through
+    estimator), so training adapts the latent weights to the grid. On exit the
+    quantizers are removed and the latent float weights stay: :func:`quantize_model`
+    then gives the deployed k-bit model.
+    """
+    activations = activations or {}
+    layers = _check_quantizers(model, bits, activations)
+    handles = []
+    try:
+        for name, b in bits.items():
+            parametrize.register_parametrization(layers[name], "weight", _WeightQuantizer(b))
+        handles = [layers[name].register_forward_pre_hook(_InputQuantizer(spec)) for name, spec in activations.items()]
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name in bits:
+            if parametrize.is_parametrized(layers[name], "weight"):
+                parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
 
 
 def weight_bits(bits: Mapping[str, int]) -> dict[str, int]:

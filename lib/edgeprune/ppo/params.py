@@ -78,6 +78,11 @@ class PPOParams(BaseModel):
         0.05, gt=0,
         description="initial lr when retraining from the rewound (early) weights; fine-tuning uses finetune.lr",
     )
+    qat: bool = Field(
+        True,
+        description="retrain with the chosen bit-widths in the loop (quantization-aware: weights and KL-calibrated "
+        "inputs fake-quantized, straight-through gradients); false = float retraining, then post-training quantization",
+    )
     # the reported rows
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for the reported rows; null = all")
     evaluate_shift: bool = Field(False, description="also report top-1 under every shift condition")

@@ -12,7 +12,9 @@ then per seed (agent, fine-tuning subset and order):
    policy (the densest configuration found that meets the floor);
 4. retrain the chosen structure twice with the shared ``finetune`` budget: fine-tuning
    from the final dense weights, and lottery-ticket rewinding (the same channels, the
-   early weights of ``rewind.pt``); fine-tune the static choice like the first;
+   early weights of ``rewind.pt``); fine-tune the static choice like the first; with
+   ``ppo.qat`` each retraining is quantization-aware (its bit-widths in the loop, input
+   thresholds KL-calibrated on the pruned network before it starts);
 5. KL-calibrate and fake-quantize each at its bit-widths and report it on the test
    split (:func:`edgeprune.measure.report`): top-1 of the simulated k-bit model and
    size with every weight at its bit-width; real int8 conversion and latency of the
@@ -193,6 +195,7 @@ def _report(
         "finetune_images": params.finetune.images,
         "finetune_epochs": params.finetune.epochs,
         "hardware_model": "int8_* and latency_*: the float pruned model (k-bit layers are simulated only)",
+        "qat": cfg.qat,
     }
     return row
 
@@ -253,15 +256,27 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
 
     tic = time.perf_counter()
     train = data.train.subset(ft.images, seed=seed)
-    budget = dict(epochs=ft.epochs, batch_size=ft.batch_size, seed=seed, device=device)
+    bits, static_bits = ctx.search.bits_map(chosen.bits), ctx.search.bits_map(ctx.static.bits)
+
+    def retrain(start: nn.Module, rates: tuple[float, ...], layer_bits: dict[str, int], lr: float) -> nn.Module:
+        """A pruned copy of ``start`` retrained with the shared budget (quantization-aware with ``ppo.qat``)."""
+        model = apply_plan(start, ctx.search.plan(rates))
+        budget = dict(lr=lr, epochs=ft.epochs, batch_size=ft.batch_size, seed=seed, device=device)
+        if not cfg.qat:
+            return fine_tune(model, train.x, train.y, **budget)
+        calib = normalize(ctx.calib.x).to(device)
+        acts = fakequant.calibrate(model.to(device).eval(), calib, layer_bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
+        with fakequant.quantization_aware(model, layer_bits, acts):
+            fine_tune(model, train.x, train.y, **budget)
+        return model.eval()
+
     plan = ctx.search.plan(chosen.rates)
-    tuned = fine_tune(apply_plan(ctx.final, plan), train.x, train.y, lr=ft.lr, **budget)
-    rewound = fine_tune(apply_plan(ctx.rewind, plan), train.x, train.y, lr=cfg.rewind_lr, **budget)
-    static = fine_tune(apply_plan(ctx.final, ctx.search.plan(ctx.static.rates)), train.x, train.y, lr=ft.lr, **budget)
+    tuned = retrain(ctx.final, chosen.rates, bits, ft.lr)
+    rewound = retrain(ctx.rewind, chosen.rates, bits, cfg.rewind_lr)
+    static = retrain(ctx.final, ctx.static.rates, static_bits, ft.lr)
     timings["retrain_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    bits = ctx.search.bits_map(chosen.bits)
     common = dict(seed=seed, ctx=ctx, params=params)
     searched = {"search_top1": chosen.outcome.top1, "search_size_bytes": chosen.outcome.size_bytes}
     rows = [
@@ -271,7 +286,7 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
             extra={**searched, "retrain": "rewind", "hardware": "same architecture as policy-ft: see that row"},
         ),
         _report(
-            static, ctx.search.bits_map(ctx.static.bits), method="static_pq", setting="uniform-8bit", **common,
+            static, static_bits, method="static_pq", setting="uniform-8bit", **common,
             extra={"prune_rate": ctx.static.rates[0], "search_top1": ctx.static.outcome.top1, "retrain": "fine-tune"},
         ),
     ]  # fmt: skip
