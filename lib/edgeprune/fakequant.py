@@ -295,6 +295,13 @@ def _install(
     with torch.no_grad():
         for name, b in bits.items():
             layers[name].weight.copy_(fake_quantize_weight(layers[name].weight, b))
+    return _hook_inputs(layers, activations)
+
+
+def _hook_inputs(
+    layers: Mapping[str, nn.Module], activations: Mapping[str, ActivationQuant]
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hook each layer's input quantizer; returns the hook handles."""
     return [layers[name].register_forward_pre_hook(_InputQuantizer(spec)) for name, spec in activations.items()]
 
 
@@ -367,7 +374,7 @@ def quantization_aware(
     try:
         for name, b in bits.items():
             parametrize.register_parametrization(layers[name], "weight", _WeightQuantizer(b))
-        handles = [layers[name].register_forward_pre_hook(_InputQuantizer(spec)) for name, spec in activations.items()]
+        handles = _hook_inputs(layers, activations)
         yield model
     finally:
         for handle in handles:

@@ -191,8 +191,7 @@ class DriftController:
         labelled = [b for b in self._batches if b.index <= ready] if c.monitor == "labels" else []
         held = labelled[-1:] if c.accept == "better" else []
         train = labelled[: len(labelled) - len(held)]
-        rest = [b for b in self._batches if b.index not in {t.index for t in train}]
-        return train, held, rest
+        return train, held, self._batches[len(train) :]  # the buffer is in stream order: labelled batches first
 
     def _judge(self, candidate: nn.Module, held: list[StreamBatch]) -> dict[str, Any]:
         """Compare ``candidate`` with the deployed network: top-1 on ``held``, else entropy on the buffer."""

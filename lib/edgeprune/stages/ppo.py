@@ -47,7 +47,7 @@ from edgeprune.envs.prune_quant import Episode, PruneQuantEnv, density_reward
 from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import best_feasible, extract_policy, log_episodes, train_agent
-from edgeprune.ppo.pruning import apply_plan, taylor_groups
+from edgeprune.ppo.pruning import PrunePlan, apply_plan, taylor_groups
 from edgeprune.ppo.search import BYTES_PER_MB, CompressionSearch, Outcome
 from edgeprune.prune import PruneReport
 from edgeprune.stages.dense import load_dense
@@ -257,23 +257,23 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     tic = time.perf_counter()
     train = data.train.subset(ft.images, seed=seed)
     bits, static_bits = ctx.search.bits_map(chosen.bits), ctx.search.bits_map(ctx.static.bits)
+    plan, static_plan = ctx.search.plan(chosen.rates), ctx.search.plan(ctx.static.rates)
+    calib = normalize(ctx.calib.x).to(device)  # input-quantizer calibration of the QAT retrains
 
-    def retrain(start: nn.Module, rates: tuple[float, ...], layer_bits: dict[str, int], lr: float) -> nn.Module:
+    def retrain(start: nn.Module, layer_plan: PrunePlan, layer_bits: dict[str, int], lr: float) -> nn.Module:
         """A pruned copy of ``start`` retrained with the shared budget (quantization-aware with ``ppo.qat``)."""
-        model = apply_plan(start, ctx.search.plan(rates))
+        model = apply_plan(start, layer_plan)
         budget = dict(lr=lr, epochs=ft.epochs, batch_size=ft.batch_size, seed=seed, device=device)
         if not cfg.qat:
             return fine_tune(model, train.x, train.y, **budget)
-        calib = normalize(ctx.calib.x).to(device)
         acts = fakequant.calibrate(model.to(device).eval(), calib, layer_bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
         with fakequant.quantization_aware(model, layer_bits, acts):
             fine_tune(model, train.x, train.y, **budget)
         return model.eval()
 
-    plan = ctx.search.plan(chosen.rates)
-    tuned = retrain(ctx.final, chosen.rates, bits, ft.lr)
-    rewound = retrain(ctx.rewind, chosen.rates, bits, cfg.rewind_lr)
-    static = retrain(ctx.final, ctx.static.rates, static_bits, ft.lr)
+    tuned = retrain(ctx.final, plan, bits, ft.lr)
+    rewound = retrain(ctx.rewind, plan, bits, cfg.rewind_lr)
+    static = retrain(ctx.final, static_plan, static_bits, ft.lr)
     timings["retrain_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
