@@ -104,6 +104,18 @@ def test_stratified_subset_keeps_class_shares() -> None:
     assert split.subset(None) is split
 
 
+def test_split_is_the_subset_and_the_images_it_left_out() -> None:
+    y = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)  # each image names its index
+    split = data.Split(x, y)
+    chosen, rest = split.split(50, seed=3)
+    assert torch.equal(chosen.x, split.subset(50, seed=3).x) and torch.equal(chosen.y, split.subset(50, seed=3).y)
+    assert len(rest) == 50 and torch.bincount(rest.y).tolist() == [30, 15, 5]
+    assert sorted(chosen.x.flatten().tolist() + rest.x.flatten().tolist()) == list(range(100))
+    everything, nothing = split.split(None)
+    assert everything is split and len(nothing) == 0
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return make_images(16, 32, seed=0, label=3)

@@ -16,8 +16,10 @@ from small_nets import separable, train_briefly
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
-from edgeprune.ppo.agent import best_feasible, extract_policy, greedy_episode, train_agent, warm_start_logits
+from edgeprune.ppo.agent import greedy_episode, select_policy, train_agent, warm_start_logits
 from edgeprune.ppo.params import PPOParams
+from edgeprune.data import Split
+from edgeprune.ppo import retrain as retrain_module
 from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, taylor_groups
 from edgeprune.ppo.search import CompressionSearch, Outcome
 from edgeprune.prune import recalibrate_bn
@@ -111,6 +113,10 @@ def test_prune_rate_of_one_or_more_is_refused():
             channels_to_keep(16, bad)
     assert channels_to_keep(16, 0.5) == 8 and channels_to_keep(16, 0.9) == 1
     assert channels_to_keep(20, 0.5, round_to=8) == 8 and channels_to_keep(6, 0.5, round_to=8) == 6
+    # the nearest multiple of round_to, not the one below: 14 -> 16, 35 -> 32, 12 -> 16 (halves up), 21 -> 24
+    assert channels_to_keep(16, 0.125, round_to=8) == 16 and channels_to_keep(40, 0.125, round_to=8) == 32
+    assert channels_to_keep(16, 0.25, round_to=8) == 16 and channels_to_keep(24, 0.125, round_to=8) == 24
+    assert channels_to_keep(16, 0.5, round_to=8) == 8 and channels_to_keep(1024, 0.9, round_to=8) == 104
 
 
 def test_bn_recalibration_reestimates_running_statistics(trained):
@@ -122,6 +128,37 @@ def test_bn_recalibration_reestimates_running_statistics(trained):
         expected = model[0](normalize(x)).mean((0, 2, 3))
     torch.testing.assert_close(model[1].running_mean, expected, atol=1e-4, rtol=1e-4)
     assert model[1].momentum == trained[1].momentum and not model.training
+
+
+@pytest.mark.parametrize("qat", [True, False])
+def test_retrain_reestimates_bn_before_fine_tuning_only_when_channels_are_removed(trained, monkeypatch, qat):
+    x, y = separable(128, seed=5)
+    groups = taylor_groups(trained, x, y, input_shape=SHAPE)
+    seen = []
+
+    def record_start(model, *args, **kwargs):  # the fine-tune, replaced by a look at where it starts
+        seen.append((model[1].running_mean.clone(), model[1].running_var.clone(), model[3].weight.shape[0]))
+        return model
+
+    monkeypatch.setattr(retrain_module, "fine_tune", record_start)
+    options = dict(epochs=1.0, lr=0.01, batch_size=32, seed=0, qat=qat, input_shape=SHAPE)
+    bits = {"0": 4, "3": 4, "8": 4}
+    pruning = [0.5 if g.root == "0" else 0.25 for g in groups]
+    for rates in ([0.0] * len(groups), pruning):
+        plan = make_plan(groups, rates)
+        out = retrain_module.retrain(trained, plan, bits, Split(x, y), x[:64], **options)
+        assert not out.training and not any(m._forward_pre_hooks for m in out.modules())
+    (dense_mean, dense_var, width0), (pruned_mean, pruned_var, width1) = seen
+    # unpruned: the dense statistics, untouched
+    torch.testing.assert_close(dense_mean, trained[1].running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(dense_var, trained[1].running_var, rtol=0, atol=0)
+    # pruned: re-estimated on the calibration images before the fine-tune starts
+    reference = recalibrate_bn(apply_plan(trained, make_plan(groups, pruning), SHAPE), x[:64])
+    assert (width0, width1) == (16, 12) and pruned_mean.shape == (8,)
+    torch.testing.assert_close(pruned_mean, reference[1].running_mean)
+    torch.testing.assert_close(pruned_var, reference[1].running_var)
+    kept = make_plan(groups, pruning).kept("0", 16)
+    assert not torch.allclose(pruned_var, trained[1].running_var[kept])
 
 
 # --------------------------------------------------------------------------- search, env, agent
@@ -201,13 +238,42 @@ def test_params_refuse_bad_bits_rates_and_partial_updates():
         PPOParams(episode=4)
 
 
-def test_best_feasible_prefers_density_then_accuracy():
-    def episode(top1: float, size: int, feasible: bool) -> Episode:
-        return Episode((0.0,), (8,), Outcome(top1, size, 1), 0.0, feasible)
+def episode(top1: float, size: int, feasible: bool, bits: int = 8) -> Episode:
+    return Episode((0.0,), (bits,), Outcome(top1, size, 1), 0.0, feasible)
 
-    small_bad, big_good, small_good = episode(10, 100, False), episode(90, 1000, True), episode(85, 500, True)
-    assert best_feasible([small_bad, big_good, small_good]) is small_good
-    assert best_feasible([small_bad, episode(20, 900, False)]).outcome.top1 == 20
+
+def test_select_policy_takes_the_densest_finalist_confirmed_on_fresh_images():
+    small_bad, big_good, small_good = episode(10, 100, False, 2), episode(90, 1000, True, 8), episode(85, 500, True, 4)
+    fresh = {8: 89.0, 4: 84.0, 2: 9.0}  # top-1 on the selection images, by bit-width
+    rescored = []
+
+    def score(e: Episode) -> float:
+        rescored.append(e)
+        return fresh[e.bits[0]]
+
+    chosen, finalists = select_policy([small_bad, big_good, small_good, small_good], score, 80.0, finalists=4)
+    assert chosen is small_good and [f.episode for f in finalists] == [small_good, big_good]  # density order, no repeat
+    assert rescored == [small_good, big_good] and all(f.confirmed for f in finalists)
+    # the densest feasible one fails on fresh images: the next one is chosen
+    chosen, finalists = select_policy([small_bad, big_good, small_good], score, 86.0, finalists=2)
+    assert chosen is big_good and [f.confirmed for f in finalists] == [False, True]
+    # one finalist only: the search's densest, kept as the most accurate even when unconfirmed
+    chosen, finalists = select_policy([big_good, small_good], score, 95.0, finalists=1)
+    assert chosen is small_good and len(finalists) == 1 and not finalists[0].confirmed
+    # nothing feasible: the most accurate episode
+    chosen, _ = select_policy([small_bad, episode(20, 900, False, 4)], score, 50.0, finalists=3)
+    assert chosen.outcome.top1 == 20
+    with pytest.raises(ValueError, match="finalists"):
+        select_policy([big_good], score, 0.0, finalists=0)
+
+
+def test_search_rescores_the_same_compressed_model_on_other_images(search):
+    rates, bits = (0.25,) * len(search.groups), (4,) * len(search.layers)
+    outcome = search.evaluate(rates, bits)
+    assert search.top1_on(rates, bits, search.val_x, search.val_y) == outcome.top1
+    x, y = separable(96, seed=9)
+    assert search.dense_top1_on(search.val_x, search.val_y) == search.reference.top1
+    assert 0.0 <= search.top1_on(rates, bits, x, y) <= 100.0 and search.evaluations == len(search._outcomes)
 
 
 def test_ppo_trains_and_extracts_a_policy(search, tmp_path, monkeypatch):
@@ -215,11 +281,13 @@ def test_ppo_trains_and_extracts_a_policy(search, tmp_path, monkeypatch):
     env = make_env(search)
     agent = train_agent(env, episodes=4, episodes_per_update=2, n_epochs=2, seed=0, progress=False)
     assert list(tmp_path.iterdir()) == []  # no stray SB3-* log folder
-    greedy, chosen = extract_policy(agent, env)
+    greedy = greedy_episode(agent, env)
+    chosen, finalists = select_policy(env.episodes, lambda e: e.outcome.top1, env.accuracy_floor, finalists=2)
     assert len(env.episodes) == 5 and env.episodes[-1] is greedy
     feasible = [e for e in env.episodes if e.feasible]
     if feasible:
         assert chosen.feasible and chosen.outcome.density == max(e.outcome.density for e in feasible)
+        assert finalists[0].episode is chosen and finalists[0].confirmed
 
 
 def test_warm_start_begins_at_the_mildest_compression(search):

@@ -60,6 +60,15 @@ class Split:
         idx = stratified_indices(self.y, n, seed)
         return Split(self.x[idx], self.y[idx])
 
+    def split(self, n: int | None, seed: int = 0) -> tuple[Split, Split]:
+        """(:meth:`subset` of ``n`` images, the images it left out), two disjoint splits."""
+        if n is None or n >= len(self):
+            return self, Split(self.x[:0], self.y[:0])
+        idx = stratified_indices(self.y, n, seed)
+        left = torch.ones(len(self), dtype=torch.bool)
+        left[idx] = False
+        return Split(self.x[idx], self.y[idx]), Split(self.x[left], self.y[left])
+
 
 @dataclass
 class PreparedData:

@@ -20,7 +20,7 @@ Reward: 0 until the last layer; then the compressed model is evaluated
 where density = top-1 (%) per MB stored at the real bit-widths and the dense density
 is the fp32 dense model's on the same images. The floor is soft during training
 (points below it cost ``penalty`` each); the final policy is chosen among configurations
-that meet it (:func:`edgeprune.ppo.agent.best_feasible`).
+that meet it, re-scored on fresh images (:func:`edgeprune.ppo.agent.select_policy`).
 """
 
 from __future__ import annotations

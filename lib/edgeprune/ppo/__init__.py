@@ -7,6 +7,8 @@ params schema does not pull in Torch-Pruning or stable-baselines3):
 - :mod:`~edgeprune.ppo.pruning` - first-order Taylor channel importance, pruning plans
   that can be replayed on other weights (lottery-ticket rewinding), BN recalibration;
 - :mod:`~edgeprune.ppo.search` - the cached accuracy / size oracle of the search;
+- :mod:`~edgeprune.ppo.retrain` - retraining a chosen structure (fine-tuning or
+  lottery-ticket rewinding), quantization-aware;
 - :mod:`~edgeprune.ppo.agent` - the stable-baselines3 PPO agent, its DVCLive log and
   the extraction of the final policy.
 

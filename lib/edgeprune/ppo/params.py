@@ -37,7 +37,9 @@ class PPOParams(BaseModel):
         [2, 3, 4, 5, 6, 8], min_length=1,
         description=f"per-layer bit-widths the agent picks from, within {list(SUPPORTED_BITS)}",
     )
-    round_to: int = Field(8, ge=1, description="channels kept per group rounded down to a multiple (fast int8 kernels)")
+    round_to: int = Field(
+        8, ge=1, description="channels kept per group rounded to the nearest multiple (fast int8 kernels)"
+    )
     # reward
     accuracy_floor: float | None = Field(
         None, ge=0, le=100,
@@ -66,13 +68,21 @@ class PPOParams(BaseModel):
     # fast search-time evaluation
     taylor_images: int = Field(64, ge=1, description="training images whose loss gradient scores channels")
     calib_images: int = Field(64, ge=1, description="training images for BN recalibration and activation calibration")
-    search_val_images: int = Field(100, ge=10, description="fixed validation subset that scores every action")
+    search_val_images: int = Field(40, ge=10, description="fixed validation subset that scores every action")
     kl_bins: int = Field(2048, ge=256, description="histogram bins of the KL calibration (TensorRT: 2048)")
     search_kl_stride: int = Field(
         4, ge=1,
         description="KL candidate thresholds every n bins during the search (final: every bin)",
     )
     batch_size: int = Field(256, ge=1, description="batch size of search-time and test evaluation")
+    # the final choice
+    finalists: int = Field(
+        4, ge=1, description="densest feasible configurations re-scored on fresh validation images before choosing"
+    )
+    select_val_images: int | None = Field(
+        None, ge=10,
+        description="validation images outside the search subset that re-score the finalists; null = all of them",
+    )
     # retraining of the chosen configurations (the budget is the shared `finetune` section)
     rewind_lr: float = Field(
         0.05, gt=0,

@@ -64,6 +64,11 @@ class PrunePlan:
     def from_json(cls, obj: dict[str, list[int]]) -> PrunePlan:
         return cls(tuple((root, tuple(int(i) for i in idxs)) for root, idxs in obj.items()))
 
+    @property
+    def removes_channels(self) -> bool:
+        """Whether the plan removes any channel at all."""
+        return any(idxs for _, idxs in self.removed)
+
     def kept(self, root: str, channels: int) -> list[int]:
         """Indices of the channels of ``root``'s group that survive."""
         removed = set(dict(self.removed).get(root, ()))
@@ -128,18 +133,21 @@ def taylor_groups(
 def channels_to_keep(channels: int, rate: float, round_to: int = 1) -> int:
     """Channels a group of ``channels`` keeps at prune rate ``rate`` (at least one).
 
-    ``floor(channels * (1 - rate))``, then rounded down to a multiple of ``round_to``
-    (int8 kernels run much faster on multiples of 8); a group no larger than
-    ``round_to`` is left whole.
+    ``channels * (1 - rate)`` rounded down, or with ``round_to`` > 1 rounded to the
+    *nearest* multiple of ``round_to`` (halves up; int8 kernels run much faster on
+    multiples of 8), at least ``round_to``; a group no larger than ``round_to`` is left
+    whole. Nearest, not down: on the quick model's small groups (16, 24, 40 channels)
+    rounding down turned a 12.5% rate into 50%, 33% and 20% of the channels, and the
+    uniform 12.5% network scored 49.8% in the search instead of 73.3%.
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"prune rate must be in [0, 1), got {rate!r}")
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}")
-    keep = math.floor(channels * (1.0 - rate) + 1e-9)
+    keep = channels * (1.0 - rate)
     if round_to > 1:
-        keep = channels if channels <= round_to else max(round_to, keep // round_to * round_to)
-    return max(1, min(channels, keep))
+        keep = channels if channels <= round_to else max(round_to, math.floor(keep / round_to + 0.5) * round_to)
+    return max(1, min(channels, math.floor(keep + 1e-9)))
 
 
 def make_plan(groups: Sequence[ChannelGroup], rates: Sequence[float], round_to: int = 1) -> PrunePlan:

@@ -164,8 +164,9 @@ class CompressionSearch:
         """Distinct actions evaluated so far (cache hits excluded)."""
         return len(self._outcomes)
 
-    def _top1(self, model: nn.Module) -> float:
-        return evaluate(model, self.val_x, self.val_y, batch_size=self.batch_size, device=self.device)
+    def _top1(self, model: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> float:
+        x, y = (self.val_x, self.val_y) if x is None else (x, y)
+        return evaluate(model, x, y, batch_size=self.batch_size, device=self.device)
 
     def check(self, rates: Sequence[float], bits: Sequence[int]) -> tuple[tuple[float, ...], tuple[int, ...]]:
         """Validated ``(rates, bits)`` tuples; wrong lengths or values are ``ValueError``."""
@@ -202,23 +203,41 @@ class CompressionSearch:
     def bits_map(self, bits: Sequence[int]) -> dict[str, int]:
         return dict(zip(self.layer_names, bits, strict=True))
 
+    def _compressed(
+        self, rates: tuple[float, ...], bits: tuple[int, ...]
+    ) -> tuple[nn.Module, dict[str, fakequant.ActivationQuant]]:
+        """The pruned model and its layers' KL-calibrated input quantizers at ``bits``."""
+        model, hists = self._pruned(rates)
+        acts = {}
+        for name, b in self.bits_map(bits).items():
+            key = (rates, name, b)
+            if key not in self._thresholds:
+                self._thresholds[key] = fakequant.threshold_from_histogram(*hists[name], b, stride=self.kl_stride)
+            acts[name] = self._thresholds[key]
+        return model, acts
+
     def evaluate(self, rates: Sequence[float], bits: Sequence[int]) -> Outcome:
         """Top-1 on the validation subset and stored bytes of the compressed model."""
         rates, bits = self.check(rates, bits)
         key = (rates, bits)
         if key not in self._outcomes:
-            model, hists = self._pruned(rates)
-            acts = {}
-            for name, b in self.bits_map(bits).items():
-                tkey = (rates, name, b)
-                if tkey not in self._thresholds:
-                    self._thresholds[tkey] = fakequant.threshold_from_histogram(*hists[name], b, stride=self.kl_stride)
-                acts[name] = self._thresholds[tkey]
+            model, acts = self._compressed(rates, bits)
             with fakequant.simulated(model, self.bits_map(bits), acts):
                 top1 = self._top1(model)
             size = model_size(model, bits=fakequant.weight_bits(self.bits_map(bits))).total_bytes
             self._outcomes[key] = Outcome(top1, size, count_params(model)[0])
         return self._outcomes[key]
+
+    def top1_on(self, rates: Sequence[float], bits: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> float:
+        """Top-1 of the same compressed model on other images (the final selection's)."""
+        rates, bits = self.check(rates, bits)
+        model, acts = self._compressed(rates, bits)
+        with fakequant.simulated(model, self.bits_map(bits), acts):
+            return self._top1(model, x, y)
+
+    def dense_top1_on(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Top-1 of the uncompressed float model on other images."""
+        return self._top1(self.model, x, y)
 
     def uniform(self, rate: float, bits: int) -> Outcome:
         """The static baseline: one prune rate for every group, one bit-width for every layer."""

@@ -4,17 +4,20 @@ For one model, once per dense model (dense seed):
 
 1. score channels by first-order Taylor importance on a few training batches;
 2. evaluate the static baseline grid (one prune rate everywhere, every layer at 8 bits)
-   and pick its densest configuration meeting the accuracy floor;
+   and pick its densest configuration meeting the accuracy floor, confirmed on the
+   selection images (validation images the search never sees);
 
 then per seed (agent, fine-tuning subset and order):
 
 3. train PPO over :class:`~edgeprune.envs.prune_quant.PruneQuantEnv` and extract the
-   policy (the densest configuration found that meets the floor);
+   policy: the ``ppo.finalists`` densest configurations found that meet the floor are
+   re-scored on the selection images, and the densest one still meeting it there is
+   chosen (:func:`edgeprune.ppo.agent.select_policy`);
 4. retrain the chosen structure twice with the shared ``finetune`` budget: fine-tuning
    from the final dense weights, and lottery-ticket rewinding (the same channels, the
-   early weights of ``rewind.pt``); fine-tune the static choice like the first; with
-   ``ppo.qat`` each retraining is quantization-aware (its bit-widths in the loop, input
-   thresholds KL-calibrated on the pruned network before it starts);
+   early weights of ``rewind.pt``); fine-tune the static choice like the first. Each
+   retraining re-estimates BN statistics first when channels were removed and, with
+   ``ppo.qat``, is quantization-aware (:func:`edgeprune.ppo.retrain.retrain`);
 5. KL-calibrate and fake-quantize each at its bit-widths and report it on the test
    split (:func:`edgeprune.measure.report`): top-1 of the simulated k-bit model and
    size with every weight at its bit-width; real int8 conversion and latency of the
@@ -46,12 +49,13 @@ from edgeprune.data import PreparedData, load_prepared, normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv, density_reward
 from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
-from edgeprune.ppo.agent import best_feasible, extract_policy, log_episodes, train_agent
-from edgeprune.ppo.pruning import PrunePlan, apply_plan, taylor_groups
+from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_policy, train_agent
+from edgeprune.ppo.pruning import taylor_groups
+from edgeprune.ppo.retrain import retrain
 from edgeprune.ppo.search import BYTES_PER_MB, CompressionSearch, Outcome
 from edgeprune.prune import PruneReport
 from edgeprune.stages.dense import load_dense
-from edgeprune.train import evaluate, fine_tune, resolve_device, set_threads
+from edgeprune.train import evaluate, resolve_device, set_threads
 
 if TYPE_CHECKING:
     from edgeprune.config import Params
@@ -90,7 +94,13 @@ class DenseContext:
         self.rewind = load_dense(paths, model_name, dense_seed, "rewind")
         taylor = data.train.subset(cfg.taylor_images, seed=0)
         self.calib = data.train.subset(cfg.calib_images, seed=1)
-        val = data.val.subset(cfg.search_val_images, seed=0)
+        val, unseen = data.val.split(cfg.search_val_images, seed=0)
+        if len(unseen) == 0:
+            raise ValueError(
+                f"ppo.search_val_images ({cfg.search_val_images}) takes all {len(data.val)} validation images: "
+                "none are left to re-score the finalists"
+            )
+        self.select = unseen.subset(cfg.select_val_images, seed=0)
         self.groups = taylor_groups(self.final, taylor.x, taylor.y)
         self.search = CompressionSearch(
             self.final, self.groups, self.calib.x, val.x, val.y,
@@ -114,11 +124,21 @@ class DenseContext:
                     density_reward(outcome, reference, self.floor, cfg.penalty), outcome.top1 >= self.floor,
                 )  # fmt: skip
             )
-        self.static = best_feasible(self.static_grid)
+        self.select_dense_top1 = self.search.dense_top1_on(self.select.x, self.select.y)
+        self.select_floor = (
+            cfg.accuracy_floor if cfg.accuracy_floor is not None else self.select_dense_top1 - cfg.max_accuracy_drop
+        )
+        self.static, self.static_finalists = select_policy(
+            self.static_grid, self.rescore, self.select_floor, finalists=len(self.static_grid)
+        )
         self.test = data.test.subset(cfg.eval_images, seed=0)
         top1 = evaluate(self.final, self.test.x, self.test.y, batch_size=cfg.batch_size, device=device)
         self.dense_test = Outcome(top1, reference.size_bytes, reference.params)
         self.fingerprint = _fingerprint(params, paths, model_name, dense_seed)
+
+    def rescore(self, episode: Episode) -> float:
+        """Top-1 of an episode's compressed model on the selection images (unseen by the search)."""
+        return self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
 
 
 def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int) -> str:
@@ -210,6 +230,14 @@ def _episode_from_json(obj: dict[str, Any]) -> Episode:
     return Episode(tuple(obj["rates"]), tuple(obj["bits"]), outcome, obj["reward"], obj["feasible"])
 
 
+def _select_top1(finalists: list[Finalist], chosen: Episode) -> float:
+    return next(f.top1 for f in finalists if f.episode is chosen)
+
+
+def _finalists_json(finalists: list[Finalist]) -> list[dict[str, Any]]:
+    return [{**_episode_json(f.episode), "select_top1": f.top1, "confirmed": f.confirmed} for f in finalists]
+
+
 def _policy_table(ctx: DenseContext, chosen: Episode, pruned: nn.Module) -> list[dict[str, Any]]:
     """Per layer: the group it belongs to, its prune rate and bit-width, channels kept."""
     after = fakequant.quantized_layers(pruned)
@@ -250,7 +278,8 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         n_epochs=cfg.n_epochs, ent_coef=cfg.ent_coef, clip_range=cfg.clip_range, net_arch=cfg.net_arch, seed=seed,
         warm_start=cfg.warm_start,
     )  # fmt: skip
-    greedy, chosen = extract_policy(agent, env)
+    greedy = greedy_episode(agent, env)
+    chosen, finalists = select_policy(env.episodes, ctx.rescore, ctx.select_floor, cfg.finalists)
     timings["search_s"] = time.perf_counter() - tic
     timings["new_evaluations"] = ctx.search.evaluations - evaluations
 
@@ -258,27 +287,21 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     train = data.train.subset(ft.images, seed=seed)
     bits, static_bits = ctx.search.bits_map(chosen.bits), ctx.search.bits_map(ctx.static.bits)
     plan, static_plan = ctx.search.plan(chosen.rates), ctx.search.plan(ctx.static.rates)
-    calib = normalize(ctx.calib.x).to(device)  # input-quantizer calibration of the QAT retrains
-
-    def retrain(start: nn.Module, layer_plan: PrunePlan, layer_bits: dict[str, int], lr: float) -> nn.Module:
-        """A pruned copy of ``start`` retrained with the shared budget (quantization-aware with ``ppo.qat``)."""
-        model = apply_plan(start, layer_plan)
-        budget = dict(lr=lr, epochs=ft.epochs, batch_size=ft.batch_size, seed=seed, device=device)
-        if not cfg.qat:
-            return fine_tune(model, train.x, train.y, **budget)
-        acts = fakequant.calibrate(model.to(device).eval(), calib, layer_bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
-        with fakequant.quantization_aware(model, layer_bits, acts):
-            fine_tune(model, train.x, train.y, **budget)
-        return model.eval()
-
-    tuned = retrain(ctx.final, plan, bits, ft.lr)
-    rewound = retrain(ctx.rewind, plan, bits, cfg.rewind_lr)
-    static = retrain(ctx.final, static_plan, static_bits, ft.lr)
+    budget = dict(
+        epochs=ft.epochs, batch_size=ft.batch_size, seed=seed, qat=cfg.qat, kl_bins=cfg.kl_bins,
+        calib_batch_size=cfg.batch_size, device=device,
+    )  # fmt: skip
+    tuned = retrain(ctx.final, plan, bits, train, ctx.calib.x, lr=ft.lr, **budget)
+    rewound = retrain(ctx.rewind, plan, bits, train, ctx.calib.x, lr=cfg.rewind_lr, **budget)
+    static = retrain(ctx.final, static_plan, static_bits, train, ctx.calib.x, lr=ft.lr, **budget)
     timings["retrain_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     common = dict(seed=seed, ctx=ctx, params=params)
-    searched = {"search_top1": chosen.outcome.top1, "search_size_bytes": chosen.outcome.size_bytes}
+    searched = {
+        "search_top1": chosen.outcome.top1, "search_size_bytes": chosen.outcome.size_bytes,
+        "select_top1": _select_top1(finalists, chosen),
+    }  # fmt: skip
     rows = [
         _report(tuned, bits, method="ppo", setting="policy-ft", **common, extra={**searched, "retrain": "fine-tune"}),
         _report(
@@ -287,7 +310,10 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         ),
         _report(
             static, static_bits, method="static_pq", setting="uniform-8bit", **common,
-            extra={"prune_rate": ctx.static.rates[0], "search_top1": ctx.static.outcome.top1, "retrain": "fine-tune"},
+            extra={
+                "prune_rate": ctx.static.rates[0], "search_top1": ctx.static.outcome.top1,
+                "select_top1": _select_top1(ctx.static_finalists, ctx.static), "retrain": "fine-tune",
+            },
         ),
     ]  # fmt: skip
     timings["report_s"] = time.perf_counter() - tic
@@ -304,6 +330,10 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         "greedy": _episode_json(greedy),
         "chosen": _episode_json(chosen),
         "static": _episode_json(ctx.static),
+        "select_floor": ctx.select_floor,
+        "select_dense_top1": ctx.select_dense_top1,
+        "finalists": _finalists_json(finalists),
+        "static_finalists": _finalists_json(ctx.static_finalists),
         "plan": plan.to_json(),
         "policy": _policy_table(ctx, chosen, tuned),
         "rows": rows,
@@ -364,7 +394,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
         live_dir = paths.dvclive(STAGE, model_name) / f"s{seed}"
         with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
             log_episodes(live, [_episode_from_json(e) for e in record["episodes"]])
-        keys = ("seed", "dense_seed", "accuracy_floor", "dense_search", "chosen", "greedy", "static", "plan", "policy")
+        keys = (
+            "seed", "dense_seed", "accuracy_floor", "dense_search", "chosen", "greedy", "static", "select_floor",
+            "select_dense_top1", "finalists", "static_finalists", "plan", "policy",
+        )  # fmt: skip
         write_json_atomic(out / f"s{seed}" / "policy.json", {k: record[k] for k in keys})
         _write_csv(pd.DataFrame(record["episodes"]).rename_axis("episode"), out / f"s{seed}" / "episodes.csv")
     with atomic_write(out / "models" / "ppo-policy-ft.pt") as tmp:  # kept for the device-power stage
