@@ -84,8 +84,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) 
     with pytest.raises(Interrupt):
         fit(model, split, config, checkpoint=checkpoint, on_epoch=stop_after_two, progress=False)
     resumed_model = small_net()  # a fresh process would rebuild the model from scratch
-    resumed = fit(resumed_model, split, config, checkpoint=checkpoint, progress=False)
+    logged = []
+    resumed = fit(resumed_model, split, config, checkpoint=checkpoint, progress=False,
+                  on_epoch=lambda epoch, record: logged.append((epoch, record["train_loss"])))  # fmt: skip
     assert resumed.resumed_from_epoch == 2
+    # the callback saw the restored epochs, then the new one: a log it writes covers the whole run
+    assert [e for e, _ in logged] == [1, 2, 3]
+    assert [loss for _, loss in logged] == [h["train_loss"] for h in resumed.history]
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in ref.history])
     for a, b in zip(reference.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)

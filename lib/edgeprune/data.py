@@ -200,7 +200,7 @@ def prepare(
         classes=classes,
     )
     data.meta = {
-        "archive": str(archive),
+        "archive": archive.name,  # not the absolute path: the output must not depend on where the clone lives
         "archive_md5": file_md5(archive),
         "val_fraction": val_fraction,
         "split_seed": seed,

@@ -42,9 +42,14 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def save_torch_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through :func:`atomic_write`, byte-reproducible.
+
+    Saved through a file object: given a path, ``torch.save`` names the zip's records
+    after the file, here a random temporary name, so equal objects gave files with
+    different hashes and DVC re-ran every stage downstream.
+    """
+    with atomic_write(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
 
 
 def _json_default(obj: Any) -> Any:

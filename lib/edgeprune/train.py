@@ -156,7 +156,8 @@ def fit(
     """Train ``model`` in place with SGD (Nesterov) and label smoothing.
 
     With ``checkpoint`` set, the state is saved after every epoch and a matching
-    checkpoint (same config fingerprint and data size) is resumed from.
+    checkpoint (same config fingerprint and data size) is resumed from; ``on_epoch`` is
+    then first called for every restored epoch, so a log it writes covers the whole run.
     """
     device = torch.device(device)
     steps_per_epoch = len(train) // config.batch_size
@@ -192,6 +193,9 @@ def fit(
             result.history = json.loads(state["history"])
             result.rewind_state = state.get("rewind")
             result.seconds = float(state["seconds"])
+            if on_epoch is not None:  # the restored epochs too: the callback sees the whole run, in order
+                for record in result.history:
+                    on_epoch(int(record["epoch"]), record)
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, n_epochs):

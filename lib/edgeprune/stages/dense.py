@@ -45,8 +45,8 @@ def run(params: Params, paths: ResultPaths, model_name: str, seed: int) -> dict:
     config = fit_config(params, model_name, seed)
     out = paths.dense(model_name, seed)
     checkpoint = paths.checkpoint(model_name, seed)
-    resume = checkpoint.is_file()
-    with Live(dir=str(paths.dvclive("dense", out.name)), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None) as live:
+    # a fresh log every run: fit replays the epochs it restores from the checkpoint into it
+    with Live(dir=str(paths.dvclive("dense", out.name)), save_dvc_exp=False, dvcyaml=None, report=None) as live:
 
         def log(epoch: int, record: dict[str, float]) -> None:
             live.step = epoch
