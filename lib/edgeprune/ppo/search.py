@@ -188,8 +188,9 @@ class CompressionSearch:
         if rates in self._models:
             self._models.move_to_end(rates)
             return self._models[rates]
-        model = apply_plan(self.model, self.plan(rates), self.input_shape).to(self.device)
-        if count_params(model)[0] < self.reference.params:  # channels removed: downstream statistics moved
+        plan = self.plan(rates)
+        model = apply_plan(self.model, plan, self.input_shape).to(self.device)
+        if plan.removes_channels:  # downstream statistics moved
             recalibrate_bn(model, self.calib_x, batch_size=self.batch_size)
         calib = normalize(self.calib_x).to(self.device)
         hists = fakequant.activation_histograms(

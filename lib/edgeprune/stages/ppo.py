@@ -124,6 +124,7 @@ class DenseContext:
                     density_reward(outcome, reference, self.floor, cfg.penalty), outcome.top1 >= self.floor,
                 )  # fmt: skip
             )
+        self._rescored: dict[tuple, float] = {}
         self.select_dense_top1 = self.search.dense_top1_on(self.select.x, self.select.y)
         self.select_floor = (
             cfg.accuracy_floor if cfg.accuracy_floor is not None else self.select_dense_top1 - cfg.max_accuracy_drop
@@ -137,8 +138,12 @@ class DenseContext:
         self.fingerprint = _fingerprint(params, paths, model_name, dense_seed)
 
     def rescore(self, episode: Episode) -> float:
-        """Top-1 of an episode's compressed model on the selection images (unseen by the search)."""
-        return self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
+        """Top-1 of an episode's compressed model on the selection images (unseen by the search),
+        once per configuration: the static grid and every seed's finalists often share one."""
+        key = (episode.rates, episode.bits)
+        if key not in self._rescored:
+            self._rescored[key] = self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
+        return self._rescored[key]
 
 
 def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int) -> str:
