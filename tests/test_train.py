@@ -11,7 +11,7 @@ from torch import nn
 from conftest import make_images
 from edgeprune.data import Split, normalize
 from edgeprune.models import create_model
-from edgeprune.train import FitConfig, evaluate, fine_tune, fit, resolve_device, set_threads
+from edgeprune.train import FitConfig, distillation_loss, evaluate, fit, resolve_device, set_threads
 
 
 def toy_split(n_per_class: int = 32) -> Split:
@@ -120,9 +120,54 @@ def test_same_seed_same_weights_other_seed_differs() -> None:
     runs = []
     for seed in (0, 0, 1):
         model = small_net()
-        fine_tune(model, split.x, split.y, epochs=1, lr=0.05, batch_size=16, seed=seed)
+        fit(model, split, FitConfig(epochs=1, lr=0.05, batch_size=16, schedule="cosine", seed=seed), progress=False)
         runs.append(model.state_dict()["0.weight"])
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_distillation_loss_equals_a_hand_computation() -> None:
+    student = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
+    teacher = torch.tensor([[1.0, 1.0, -2.0], [0.0, 2.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    t, w = 2.0, 0.75
+    # by hand: soft targets p = softmax(teacher / T), student log-probabilities log q = log_softmax(student / T)
+    p = torch.exp(teacher / t) / torch.exp(teacher / t).sum(1, keepdim=True)
+    log_q = student / t - torch.log(torch.exp(student / t).sum(1, keepdim=True))
+    kl = (p * (torch.log(p) - log_q)).sum(1).mean()
+    log_probs = student - torch.log(torch.exp(student).sum(1, keepdim=True))
+    ce = -log_probs[torch.arange(2), labels].mean()
+    expected = (1 - w) * ce + w * t**2 * kl
+    got = distillation_loss(student, teacher, labels, temperature=t, weight=w)
+    torch.testing.assert_close(got, expected)
+    assert distillation_loss(student, teacher, labels, temperature=t, weight=0.0) == pytest.approx(ce.item())
+
+
+def test_distillation_pulls_the_student_toward_the_teacher() -> None:
+    split = toy_split(16)
+    teacher = small_net()
+    fit(teacher, split, FitConfig(epochs=4, lr=0.05, batch_size=16), progress=False)
+    x = normalize(split.x)
+    gaps = {}
+    for weight in (0.0, 1.0):
+        student = small_net()
+        torch.manual_seed(1)  # another start than the teacher's, so only the loss can bring them together
+        for p in student.parameters():
+            nn.init.normal_(p, std=0.1)
+        config = FitConfig(epochs=20, lr=0.2, batch_size=16, schedule="cosine", distill_weight=weight,
+                           distill_temperature=1.0, label_smoothing=0.0)  # T = 1: the loss is the KL measured below
+        fit(student, split, config, progress=False, teacher=teacher)
+        with torch.no_grad():
+            gaps[weight] = nn.functional.kl_div(
+                student(x).log_softmax(1), teacher(x).log_softmax(1), log_target=True, reduction="batchmean"
+            ).item()
+    assert gaps[1.0] < 0.1 * gaps[0.0]  # cross-entropy alone drives the student to confident one-hot logits
+
+
+def test_plain_training_keeps_its_checkpoint_fingerprint() -> None:
+    """Distillation settings enter the fingerprint only when distillation is on (old checkpoints stay resumable)."""
+    plain = FitConfig(epochs=2, lr=0.1)
+    assert plain.fingerprint() == FitConfig(epochs=2, lr=0.1, distill_temperature=8.0).fingerprint()
+    assert plain.fingerprint() != FitConfig(epochs=2, lr=0.1, distill_weight=0.5).fingerprint()
 
 
 def test_bad_arguments_are_named() -> None:
@@ -130,6 +175,10 @@ def test_bad_arguments_are_named() -> None:
         FitConfig(epochs=0, lr=0.1)
     with pytest.raises(ValueError, match="schedule"):
         FitConfig(epochs=1, lr=0.1, schedule="step")
+    with pytest.raises(ValueError, match="distill_weight"):
+        FitConfig(epochs=1, lr=0.1, distill_weight=2.0)
+    with pytest.raises(ValueError, match="distill_temperature"):
+        FitConfig(epochs=1, lr=0.1, distill_temperature=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         fit(small_net(), toy_split(2), FitConfig(epochs=1, lr=0.1, batch_size=64), progress=False)
     with pytest.raises(ValueError, match="device"):

@@ -1,9 +1,10 @@
 """Training, fine-tuning and evaluation on uint8 image tensors held in memory.
 
-One loop serves dense training (one-cycle schedule) and the fine-tuning after pruning
-(cosine schedule). Every epoch draws its permutation, augmentation and dropout from
-``seed`` and the epoch index alone, so a run resumed from a checkpoint takes exactly the
-steps an uninterrupted run would have taken.
+One loop serves dense training (one-cycle schedule) and the recovery of pruned or
+quantized networks (cosine schedule, optionally distilled from a teacher; the protocol
+around it is :mod:`edgeprune.recover`). Every epoch draws its permutation, augmentation
+and dropout from ``seed`` and the epoch index alone, so a run resumed from a checkpoint
+takes exactly the steps an uninterrupted run would have taken.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -70,6 +72,8 @@ class FitConfig:
     seed: int = 0
     rewind_epoch: int | None = None  # keep the weights after this epoch (0 = initial weights)
     eval_batch_size: int = 1000
+    distill_weight: float = 0.0  # with a teacher: weight of the distillation term (0 = plain cross-entropy)
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -78,10 +82,21 @@ class FitConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.schedule not in ("onecycle", "cosine"):
             raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {self.schedule!r}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
     def fingerprint(self, extra: dict | None = None) -> str:
-        """A hash identifying the run, so a checkpoint of another configuration is never resumed."""
-        blob = json.dumps({**asdict(self), **(extra or {})}, sort_keys=True)
+        """A hash identifying the run, so a checkpoint of another configuration is never resumed.
+
+        The distillation fields enter only when distillation is on, so the runs (and resumable
+        checkpoints) of plain training keep the fingerprints they had before those fields existed.
+        """
+        fields = asdict(self)
+        if self.distill_weight == 0.0:
+            del fields["distill_weight"], fields["distill_temperature"]
+        blob = json.dumps({**fields, **(extra or {})}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -93,6 +108,31 @@ class FitResult:
     rewind_state: dict[str, torch.Tensor] | None = None
     seconds: float = 0.0
     resumed_from_epoch: int = 0
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    weight: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): ``(1 - w) CE(student, labels) + w T² KL(p_T ‖ q_T)``.
+
+    ``p_T`` and ``q_T`` are the teacher's and the student's softmax at temperature ``T``; the
+    ``T²`` factor keeps the soft term's gradients on the scale of the hard term's. The KL is
+    averaged over the batch.
+    """
+    hard = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+    if weight == 0.0:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
+        reduction="batchmean", log_target=True,
+    )  # fmt: skip
+    return (1.0 - weight) * hard + weight * temperature**2 * soft
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -152,12 +192,16 @@ def fit(
     checkpoint: str | Path | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
+    teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` in place with SGD (Nesterov) and label smoothing.
 
-    With ``checkpoint`` set, the state is saved after every epoch and a matching
-    checkpoint (same config fingerprint and data size) is resumed from; ``on_epoch`` is
-    then first called for every restored epoch, so a log it writes covers the whole run.
+    With a ``teacher`` and ``config.distill_weight`` > 0 the loss is
+    :func:`distillation_loss` against the teacher's logits on the same augmented batch
+    (the teacher stays in eval mode and is not trained). With ``checkpoint`` set, the state
+    is saved after every epoch and a matching checkpoint (same config fingerprint and data
+    size) is resumed from; ``on_epoch`` is then first called for every restored epoch, so a
+    log it writes covers the whole run.
     """
     device = torch.device(device)
     steps_per_epoch = len(train) // config.batch_size
@@ -176,7 +220,9 @@ def fit(
         )
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    distill = teacher is not None and config.distill_weight > 0
+    if distill:
+        teacher = teacher.to(device=device, memory_format=memory_format).eval()
     fingerprint = config.fingerprint({"n_train": len(train)})
     result = FitResult()
     if config.rewind_epoch == 0:
@@ -213,7 +259,12 @@ def fit(
             yb = train.y[idx].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(xb)
-                loss = loss_fn(logits.float(), yb)
+                with torch.no_grad():
+                    soft_targets = teacher(xb).float() if distill else None
+            loss = distillation_loss(
+                logits.float(), soft_targets, yb, temperature=config.distill_temperature,
+                weight=config.distill_weight if distill else 0.0, label_smoothing=config.label_smoothing,
+            )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -257,25 +308,3 @@ def fit(
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def fine_tune(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: float,
-    lr: float,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    weight_decay: float = 5e-4,
-    bf16: bool = False,
-    progress: bool = False,
-) -> nn.Module:
-    """Briefly retrain a (pruned) model with a cosine schedule; returns it in eval mode."""
-    config = FitConfig(
-        epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine", seed=seed, weight_decay=weight_decay, bf16=bf16
-    )
-    fit(model, Split(x, y), config, device=device, progress=progress)
-    return model
