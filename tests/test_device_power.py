@@ -20,7 +20,7 @@ from edgeprune.io import load_module, save_module
 from edgeprune.models import create_model
 from edgeprune.paths import ResultPaths
 from edgeprune.stages import device_power as dp
-from edgeprune.stages.device_power import DevicePowerParams
+from edgeprune.power.params import DevicePowerParams
 
 from conftest import write_class_folder_zip
 from fake_boards import JETSON_NANO, RASPBERRY_PI_4, fake_board, restore_torch_state  # noqa: F401 (fixture)

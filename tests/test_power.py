@@ -28,15 +28,8 @@ from edgeprune.power.meters import (
     read_nvpmodel,
     reading_from_trace,
 )
-from edgeprune.power.model import (
-    LayerCost,
-    available_profiles,
-    default_precision,
-    estimate,
-    layer_costs,
-    layer_latencies,
-    load_profile,
-)
+from edgeprune.power.model import LayerCost, default_precision, estimate, layer_costs, layer_latencies
+from edgeprune.power.profiles import available_profiles, load_profile
 
 # --- fake sensors ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from edgeprune.data import CONDITIONS
 from edgeprune.fields import ConditionSet, ModelNames, Seeds
 from edgeprune.ppo.params import PPOParams
 from edgeprune.qsa.params import QSAParams
-from edgeprune.stages.device_power import DevicePowerParams
+from edgeprune.power.params import DevicePowerParams
 
 PROFILES = ("quick", "paper", "tiny")
 

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
+from edgeprune.fields import SUPPORTED_BITS
+
 QUANTIZED_TYPES = (nn.Conv2d, nn.Linear)
 KL_BINS = 2048  # TensorRT's histogram size
 

@@ -13,6 +13,9 @@ from pydantic import AfterValidator, Field
 from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
 
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
+"""Bit-widths the fake quantizers simulate (:mod:`edgeprune.fakequant`); 8 also runs on real int8 kernels."""
+
 
 def distinct_seeds(value: list[int]) -> list[int]:
     """Seeds are distinct non-negative integers."""

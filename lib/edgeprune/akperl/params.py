@@ -109,7 +109,7 @@ class AkperlParams(_Section):
     @field_validator("power_profile")
     @classmethod
     def _profile(cls, value: str) -> str:
-        from edgeprune.power.model import available_profiles  # here: keeps `import edgeprune.config` light
+        from edgeprune.power.profiles import available_profiles
 
         if value not in available_profiles():
             raise ValueError(f"unknown device profile {value!r}; shipped: {available_profiles()}")

@@ -31,7 +31,8 @@ from torch import nn
 from edgeprune.akperl.units import PruningUnit, find_units
 from edgeprune.data import CONDITIONS, Split, apply_condition, normalize
 from edgeprune.measure import INPUT_SHAPE
-from edgeprune.power.model import DeviceProfile, Estimate, estimate, load_profile
+from edgeprune.power.model import Estimate, estimate
+from edgeprune.power.profiles import DeviceProfile, load_profile
 from edgeprune.prune import classifier_name, recalibrate_bn
 
 Key = tuple[int, ...]

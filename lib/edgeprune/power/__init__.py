@@ -26,14 +26,14 @@ from edgeprune.power.meters import (
 )
 
 _LAZY = {
-    "DeviceProfile": "model",
+    "DeviceProfile": "profiles",
     "Estimate": "model",
     "LayerCost": "model",
-    "available_profiles": "model",
+    "available_profiles": "profiles",
     "default_precision": "model",
     "estimate": "model",
     "layer_costs": "model",
-    "load_profile": "model",
+    "load_profile": "profiles",
     "calibration_table": "calibration",
     "fit_profile": "calibration",
 }

@@ -19,15 +19,8 @@ import torch
 import torchvision
 from scipy.optimize import least_squares
 
-from edgeprune.power.model import (
-    CalibrationPoint,
-    DeviceProfile,
-    LayerCost,
-    available_profiles,
-    layer_costs,
-    layer_latencies,
-    load_profile,
-)
+from edgeprune.power.model import LayerCost, layer_costs, layer_latencies
+from edgeprune.power.profiles import CalibrationPoint, DeviceProfile, available_profiles, load_profile
 
 FIT_SOURCE = "fitted by `python -m edgeprune.power calibrate --fit` to this profile's calibration points"
 _BOUNDS = {"efficiency": (1e-3, 1.0), "depthwise_efficiency_ratio": (1e-3, 1.0), "layer_overhead_us": (1e-2, 1e4)}

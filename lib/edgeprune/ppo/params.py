@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgeprune.fakequant import SUPPORTED_BITS
-from edgeprune.fields import ModelNames, Seeds
+from edgeprune.fields import SUPPORTED_BITS, ModelNames, Seeds
 
 
 class PPOParams(BaseModel):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -47,91 +45,21 @@ from edgeprune.device import export_model, load_exported, meter_inference
 from edgeprune.io import atomic_write, load_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.power.meters import Meter, best_meter
-from edgeprune.power.model import DeviceProfile, LayerCost, available_profiles, estimate, layer_costs, load_profile
+from edgeprune.power.params import STAGE, DevicePowerParams
+from edgeprune.power.model import LayerCost, estimate, layer_costs
+from edgeprune.power.profiles import DeviceProfile, available_profiles, load_profile
 from edgeprune.quant import default_backend, quantize_int8
 from edgeprune.train import set_threads
 
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
-STAGE = "device"
 HOST = "host"
 ARM_ENGINE = "qnnpack"
 KEY = ("model", "stage", "method", "setting", "device", "precision", "processor")
 COLUMNS = (*KEY, "latency_ms", "energy_mj", "power_mw", "source", "macs", "extra")
 _EXPORT_TAGS = {"fp32": "fp32", "int8": f"int8-{ARM_ENGINE}"}
 _HOST_LATENCY = {"fp32": "latency_b1_ms", "int8": "int8_latency_b1_ms"}
-
-
-def _profile(name: str) -> DeviceProfile:
-    try:
-        return load_profile(name)
-    except KeyError as err:
-        raise ValueError(err.args[0]) from None
-
-
-class DevicePowerParams(BaseModel):
-    """Device latency and power (stage 60_device_power). Defaults are the TINY values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stages: list[str] = Field(
-        default_factory=lambda: ["baselines"], min_length=1,
-        description="method stages whose kept models (results/<stage>/<model>/models/*.pt) are costed",
-    )  # fmt: skip
-    profiles: list[str] = Field(
-        default_factory=lambda: ["rpi4", "jetson-nano-10w", "jetson-nano-5w"], min_length=1,
-        description="modelled devices: shipped profiles (edgeprune/devices/*.yaml) that have a roofline",
-    )  # fmt: skip
-    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
-        default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1,
-        description="precisions costed on each profile that defines them (fp16: Jetson GPU only)",
-    )  # fmt: skip
-    host_profile: str | None = Field(
-        "host-x86", description="profile converting the host's measured latency to power where RAPL is absent; "
-        "null drops the host rows",
-    )  # fmt: skip
-    export: bool = Field(True, description="write TorchScript exports for `python -m edgeprune.device run`")
-    calib_images: int = Field(32, ge=1, description="train images calibrating the int8 exports")
-    host_warmup: int = Field(2, ge=0, description="untimed runs before timing a model the method table has no latency for")
-    host_repeats: int = Field(10, ge=4, description="timed batch-1 runs for such a model")
-    host_energy_seconds: float = Field(1.0, gt=0, description="metered inference per model and precision (RAPL only)")
-
-    @field_validator("stages")
-    @classmethod
-    def _stage_names(cls, value: list[str]) -> list[str]:
-        bad = [s for s in value if not re.fullmatch(r"[a-z0-9_]+", s) or s == STAGE]
-        if bad or len(set(value)) != len(value):
-            raise ValueError(f"stages must be distinct method-stage folder names (not {STAGE!r}), got {value}")
-        return value
-
-    @field_validator("profiles")
-    @classmethod
-    def _roofline_profiles(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"duplicate profiles in {value}")
-        unknown = [p for p in value if p not in available_profiles()]
-        if unknown:
-            raise ValueError(f"unknown device profile(s) {unknown}; shipped: {available_profiles()}")
-        flat = [p for p in value if not _profile(p).precisions]
-        if flat:
-            raise ValueError(f"profile(s) {flat} have no roofline (they only convert a measured latency): use host_profile")
-        return value
-
-    @field_validator("host_profile")
-    @classmethod
-    def _known_host_profile(cls, value: str | None) -> str | None:
-        if value is not None and value not in available_profiles():
-            raise ValueError(f"unknown host_profile {value!r}; shipped: {available_profiles()}")
-        return value
-
-    @model_validator(mode="after")
-    def _precisions_used(self) -> DevicePowerParams:
-        offered = {p for name in self.profiles for p in _profile(name).precisions} | {"fp32", "int8"}
-        unused = [p for p in self.precisions if p not in offered]
-        if unused or len(set(self.precisions)) != len(self.precisions):
-            raise ValueError(f"precisions {self.precisions}: {unused or 'duplicates'} not defined by any of {self.profiles}")
-        return self
 
 
 # --------------------------------------------------------------------------- what is costed
