@@ -17,6 +17,16 @@ def separable(n: int, seed: int, size: int = 8) -> tuple[torch.Tensor, torch.Ten
     return x.to(torch.uint8), y
 
 
+def chain(seed: int = 0) -> nn.Sequential:
+    """Two 16-channel conv + BN + ReLU layers and a 3-class head, for 8 x 8 :func:`separable` images."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
+    )  # fmt: skip
+
+
 def train_briefly(model: nn.Module, steps: int = 60) -> nn.Module:
     """SGD on 512 :func:`separable` images (batches of 64, cycling); returns ``model`` in eval mode."""
     x, y = separable(512, seed=1)

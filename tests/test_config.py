@@ -14,7 +14,7 @@ from edgeprune.config import ParamsError, load_params, main, profile_path
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", [REPO / "params.yaml", profile_path("paper"), profile_path("tiny")])
+@pytest.mark.parametrize("path", [REPO / "params.yaml", *map(profile_path, ("paper", "reference", "tiny"))])
 def test_shipped_params_validate(path: Path) -> None:
     params = load_params(path)
     assert params.train.models and params.train.seeds
@@ -48,6 +48,12 @@ def write(tmp_path: Path, mutate) -> Path:
         (lambda p: p.update(device="tpu"), "device"),
         (lambda p: p.update(surprise=1), "surprise"),
         (lambda p: p["ppo"].update(models=["vgg19_bn"]), "ppo.models"),
+        (lambda p: p["finetune"].update(budgets=[]), "finetune.budgets"),
+        (lambda p: p["finetune"].update(budgets=[{"steps": -8}]), "finetune.budgets.0.steps"),
+        (lambda p: p["finetune"].update(budgets=[{"images": 64, "epochs": 1.0}]), "finetune: .*batch_size"),
+        (lambda p: p["finetune"].update(distill_temperature=0), "finetune.distill_temperature"),
+        (lambda p: p["finetune"].update(distill_weight=1.2), "finetune.distill_weight"),
+        (lambda p: p["baselines"].update(axis_sparsities=[0.9]), "baselines: .*axis_sparsities"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from stable_baselines3.common.env_checker import check_env
 from torch import nn
 
-from small_nets import separable, train_briefly
+from small_nets import chain, separable, train_briefly
 
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
@@ -23,17 +23,11 @@ from edgeprune.ppo import retrain as retrain_module
 from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, taylor_groups
 from edgeprune.ppo.search import CompressionSearch, Outcome
 from edgeprune.prune import recalibrate_bn
+from edgeprune.recover import protocol
+from edgeprune.recover.params import Budget, FinetuneParams
+from edgeprune.recover.protocol import Recovery
 
 SHAPE = (3, 8, 8)
-
-
-def chain(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -138,22 +132,21 @@ def test_retrain_reestimates_bn_before_fine_tuning_only_when_channels_are_remove
 
     def record_start(model, *args, **kwargs):  # the fine-tune, replaced by a look at where it starts
         seen.append((model[1].running_mean.clone(), model[1].running_var.clone(), model[3].weight.shape[0]))
-        return model
 
-    monkeypatch.setattr(retrain_module, "fine_tune", record_start)
-    options = dict(epochs=1.0, lr=0.01, batch_size=32, seed=0, qat=qat, input_shape=SHAPE)
+    monkeypatch.setattr(protocol, "fit", record_start)
+    recovery = Recovery(FinetuneParams(budgets=[Budget(steps=1)], batch_size=32, calib_images=64), Split(x, y))
     bits = {"0": 4, "3": 4, "8": 4}
     pruning = [0.5 if g.root == "0" else 0.25 for g in groups]
     for rates in ([0.0] * len(groups), pruning):
         plan = make_plan(groups, rates)
-        out = retrain_module.retrain(trained, plan, bits, Split(x, y), x[:64], **options)
+        out = retrain_module.retrain(trained, plan, bits, recovery, seed=0, qat=qat, input_shape=SHAPE)
         assert not out.training and not any(m._forward_pre_hooks for m in out.modules())
     (dense_mean, dense_var, width0), (pruned_mean, pruned_var, width1) = seen
     # unpruned: the dense statistics, untouched
     torch.testing.assert_close(dense_mean, trained[1].running_mean, rtol=0, atol=0)
     torch.testing.assert_close(dense_var, trained[1].running_var, rtol=0, atol=0)
     # pruned: re-estimated on the calibration images before the fine-tune starts
-    reference = recalibrate_bn(apply_plan(trained, make_plan(groups, pruning), SHAPE), x[:64])
+    reference = recalibrate_bn(apply_plan(trained, make_plan(groups, pruning), SHAPE), recovery.calib_x)
     assert (width0, width1) == (16, 12) and pruned_mean.shape == (8,)
     torch.testing.assert_close(pruned_mean, reference[1].running_mean)
     torch.testing.assert_close(pruned_var, reference[1].running_var)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.data import Split
 from edgeprune.measure import model_size
 from edgeprune.prune import METHODS
 from edgeprune.qsa.activations import activation_sites
@@ -18,6 +19,8 @@ from edgeprune.qsa.cycle import QSAPruner, QSASettings
 from edgeprune.qsa.masks import Compression, ignored_for, threshold_of
 from edgeprune.qsa.params import BASELINES, ControllerParams, QSAParams
 from edgeprune.qsa.threshold import Candidate, CompressionCurve, ThresholdSearch, choose_threshold, histogram_kl
+from edgeprune.recover.params import Budget, FinetuneParams
+from edgeprune.recover.protocol import Recovery
 
 
 SHAPE = (3, 8, 8)
@@ -199,7 +202,9 @@ def test_search_and_cycle_give_a_smaller_int8_network():
     assert len(evaluated) == 4 and chosen in evaluated  # two thresholds for each of two λ
     assert chosen.compression >= 6.0 and chosen.kl == min(c.kl for c in evaluated if c.compression >= 6.0)
     pruner.deploy(path[chosen.lam], chosen.lam, chosen.fraction)
-    deployment = pruner.cycle(images(32, seed=1), steps=10)
+    unlabelled = Split(x, torch.zeros(len(x), dtype=torch.long))  # the cycle recovers on its buffer, not this split
+    recovery = Recovery(FinetuneParams(budgets=[Budget(steps=1)], batch_size=16, calib_images=16), unlabelled)
+    deployment = pruner.cycle(images(32, seed=1), steps=10, recovery=recovery)
     assert deployment.model(torch.randn(2, *SHAPE)).shape == (2, 3)
     assert deployment.info["channels_removed"] > 0 and deployment.info["int8_seconds"] > 0
 

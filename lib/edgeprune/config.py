@@ -23,9 +23,10 @@ from edgeprune.data import CONDITIONS
 from edgeprune.fields import ConditionSet, ModelNames, Seeds
 from edgeprune.ppo.params import PPOParams
 from edgeprune.qsa.params import QSAParams
+from edgeprune.recover.params import FinetuneParams
 from edgeprune.power.params import DevicePowerParams
 
-PROFILES = ("quick", "paper", "tiny")
+PROFILES = ("quick", "paper", "reference", "tiny")
 
 
 class ParamsError(ValueError):
@@ -77,20 +78,17 @@ class TrainParams(_Section):
         return self
 
 
-class FinetuneParams(_Section):
-    """Fine-tuning after pruning, shared by every method so that comparisons are fair."""
-
-    images: int | None = Field(4096, ge=32, description="train images per fine-tune (drawn per seed); None = all")
-    epochs: float = Field(1.0, gt=0, description="passes over those images")
-    lr: float = Field(0.01, gt=0, description="initial learning rate of the cosine schedule")
-    batch_size: int = Field(256, ge=2)
-
-
 class BaselineParams(_Section):
     """Static pruning baselines (stage 20_baselines)."""
 
     methods: list[Literal["l1_filter", "magnitude_structured", "magnitude_unstructured"]] = Field(min_length=1)
     sparsities: list[float] = Field(min_length=1, description="target fractions of channels / weights")
+    axis_sparsities: list[float] = Field(
+        default_factory=list, description="sparsities also recovered at every further finetune budget (the budget axis)"
+    )
+    axis_methods: list[Literal["l1_filter", "magnitude_structured", "magnitude_unstructured"]] | None = Field(
+        None, description="methods recovered at every budget at those sparsities; None = every method"
+    )
     seeds: Seeds = Field(description="statistical seeds: fine-tuning order and subset")
     round_to: int | None = Field(8, ge=1, description="structured: kept channels per layer rounded to a multiple")
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = all")
@@ -107,11 +105,21 @@ class BaselineParams(_Section):
             raise ValueError(f"sparsities must lie in (0, 1), got {bad}")
         return value
 
+    @model_validator(mode="after")
+    def _axis_in_sweep(self) -> BaselineParams:
+        missing = [s for s in self.axis_sparsities if s not in self.sparsities]
+        if missing:
+            raise ValueError(f"axis_sparsities {missing} are not in sparsities {self.sparsities}")
+        absent = [m for m in self.axis_methods or [] if m not in self.methods]
+        if absent:
+            raise ValueError(f"axis_methods {absent} are not in methods {self.methods}")
+        return self
+
 
 class Params(_Section):
     """The whole params.yaml."""
 
-    profile: Literal["quick", "paper", "tiny", "custom"] = "custom"
+    profile: Literal["quick", "paper", "reference", "tiny", "custom"] = "custom"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
     data: DataParams = DataParams()
@@ -155,7 +163,7 @@ def load_params(path: str | Path) -> Params:
 
 
 def profile_path(name: str) -> Path:
-    """The packaged params file of a named profile (``paper``, ``tiny``)."""
+    """The packaged params file of a named profile (``paper``, ``reference``, ``tiny``)."""
     if name not in PROFILES or name == "quick":
         raise ParamsError(f"no packaged profile {name!r}; choose from {[p for p in PROFILES if p != 'quick']}")
     return Path(str(resources.files("edgeprune") / "profiles" / f"{name}.yaml"))
@@ -164,7 +172,7 @@ def profile_path(name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgeprune.config", description="validate params.yaml")
     parser.add_argument("params", nargs="?", default="params.yaml")
-    parser.add_argument("--use", metavar="PROFILE", help="first replace params with a packaged profile (paper, tiny)")
+    parser.add_argument("--use", metavar="PROFILE", help="first replace params with a packaged profile (paper, reference, tiny)")
     args = parser.parse_args(argv)
     try:
         if args.use:

@@ -20,6 +20,7 @@ from edgeprune.data import CONDITIONS
 from edgeprune.io import atomic_write
 
 KEY = ("model", "method", "setting", "seed")
+IDENTITY = (*KEY, "budget")  # a row's identity: the key, and the recovery budget for recovered networks
 SHIFT_CONDITIONS = tuple(c for c in CONDITIONS if c != "clean")
 
 COLUMN_DOCS: dict[str, str] = {
@@ -28,6 +29,9 @@ COLUMN_DOCS: dict[str, str] = {
     "method": "method name: none, l1_filter, magnitude_structured, magnitude_unstructured, akperl, qsa, ppo ...",
     "setting": "the method's setting as a short string, e.g. 's0.50' for 50% sparsity",
     "seed": "seed of the dense model and of the method (int)",
+    # recovery (edgeprune.recover)
+    "budget": "index of the recovery budget in finetune.budgets (0 = the primary budget); empty: not recovered",
+    "recovery_steps": "SGD steps of that recovery (its size on the budget axis); empty: not recovered",
     # what the method asked for and got
     "sparsity": "requested sparsity, a fraction in [0, 1)",
     "sparsity_unit": "'channels' (prunable conv / linear output channels removed), "
@@ -103,15 +107,15 @@ def _read_raw(path: Path) -> list[dict[str, str]]:
 def append_rows(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
     """Add ``rows`` to the CSV table at ``path`` (created if absent), atomically.
 
-    A row whose key (model, method, setting, seed) is already in the table replaces it,
+    A row whose identity (model, method, setting, seed, budget) is already in the table replaces it,
     so a re-run or resumed stage never duplicates results. Columns not in a row are
     left empty; a column not in :data:`COLUMNS` is a ``KeyError``.
     """
     path = Path(path)
     new = [_check_row(row, f"row {i} for {path}") for i, row in enumerate(rows)]
     old = _read_raw(path) if path.is_file() else []
-    keys = {tuple(row[k] for k in KEY) for row in new}
-    kept = [row for row in old if tuple(row[k] for k in KEY) not in keys]
+    keys = {tuple(row[k] for k in IDENTITY) for row in new}
+    kept = [row for row in old if tuple(row[k] for k in IDENTITY) not in keys]
     with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -130,3 +134,16 @@ def read_table(*paths: str | os.PathLike[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.concat(frames, ignore_index=True)[list(COLUMNS)]
+
+
+def at_budget(rows: pd.DataFrame, budget: int = 0) -> pd.DataFrame:
+    """The rows of networks recovered at ``budget`` (an index into ``finetune.budgets``) and the
+    rows of networks that were not recovered (dense, quantized only), which serve every budget."""
+    return rows[rows["budget"].isna() | (rows["budget"] == budget)]
+
+
+def budgets(rows: pd.DataFrame) -> pd.DataFrame:
+    """The budgets present in ``rows``: index, SGD steps and a label, smallest first."""
+    present = rows.dropna(subset=["budget"]).groupby("budget", as_index=False)["recovery_steps"].max()
+    present = present.astype({"budget": int, "recovery_steps": int}).sort_values("recovery_steps", ignore_index=True)
+    return present.assign(label=present["recovery_steps"].map(lambda s: f"{s} steps"))

@@ -123,6 +123,22 @@ def format_mean_ci(mean: float, half_width: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {half_width:.{digits}f}"
 
 
+def by_budget(df: pd.DataFrame, metric: str, by: list[str], digits: int = 2) -> pd.DataFrame:
+    """``metric`` (mean ± 95% CI over seeds) per group of ``by`` at every recovery budget, one column per
+    budget (``"<metric> after <k> steps"``), for the groups recovered at more than one budget."""
+    _require_columns(df, [*by, metric, "budget", "recovery_steps"])
+    recovered = df.dropna(subset=["budget"])
+    axis = recovered.groupby(by)["budget"].transform("nunique") > 1
+    rows = recovered[axis]
+    if rows.empty:
+        return pd.DataFrame(columns=by)
+    stats = summarise(rows, by=[*by, "recovery_steps"], metrics=[metric])
+    stats["shown"] = [format_mean_ci(m, h, digits) for m, h in zip(stats[f"{metric}_mean"], stats[f"{metric}_ci"])]
+    wide = stats.pivot(index=by, columns="recovery_steps", values="shown")
+    wide.columns = [f"{metric} after {int(s)} steps" for s in wide.columns]
+    return wide.reset_index()
+
+
 def format_summary(
     summary: pd.DataFrame, metrics: list[str], digits: int | dict[str, int] = 1
 ) -> pd.DataFrame:

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeprune.data import Split
 from edgeprune.measure import INPUT_SHAPE
-from edgeprune.prune import PruneReport, prunable_layers, recalibrate_bn
+from edgeprune.prune import PruneReport, prunable_layers
 from edgeprune.qsa.activations import activation_samples, activation_sites
 from edgeprune.qsa.autoencoder import LayerQSAs, fit_layer_qsas
 from edgeprune.qsa.controller import Deployment
 from edgeprune.qsa.masks import Compression, ignored_for, prune_by_importance
 from edgeprune.quant import quantize_int8
-from edgeprune.train import fine_tune
+from edgeprune.recover.params import Budget
+from edgeprune.recover.protocol import Recovery
 
 
 @dataclass(frozen=True)
@@ -108,16 +110,17 @@ class QSAPruner:
         y: torch.Tensor | None = None,
         *,
         steps: int,
+        recovery: Recovery,
         compression: Compression | None = None,
         fine_tune_epochs: float = 0.0,
-        fine_tune_lr: float = 0.01,
     ) -> Deployment:
         """One re-prune cycle on recent uint8 images ``x`` (the first ``len(y)`` labelled).
 
         QSAs retrained (warm start, ``steps`` steps), masks regenerated at the deployed
-        channel fraction, the dense weights re-pruned, BN recalibrated on ``x``,
-        fine-tuned on the labelled images if asked, converted to int8 calibrated on ``x``.
-        The returned info holds each part's seconds.
+        channel fraction, the dense weights re-pruned, then recovered with the shared
+        protocol on the recent images (BN re-estimated on ``x``; fine-tuned for
+        ``fine_tune_epochs`` over the labelled images when there are any), converted to
+        int8 calibrated on ``x``. The returned info holds each part's seconds.
         """
         if self.qsas is None or self.lam is None or self.fraction is None:
             raise RuntimeError("deploy() a first QSA network before running re-prune cycles")
@@ -127,22 +130,8 @@ class QSAPruner:
         times["qsa_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
         model, report = self.prune(self.qsas, self.fraction)
-        recalibrate_bn(model, x)
-        times["mask_seconds"] = time.perf_counter() - start
-        if fine_tune_epochs > 0 and y is not None and len(y) >= 2:
-            start = time.perf_counter()
-            fine_tune(
-                model,
-                x[: len(y)],
-                y,
-                epochs=fine_tune_epochs,
-                lr=fine_tune_lr,
-                batch_size=min(256, len(y)),
-                seed=self.seed,
-                device=self.device,
-            )
-            model.cpu().eval()
-            times["fine_tune_seconds"] = time.perf_counter() - start
+        model = recover_on_buffer(recovery, model, x, y, fine_tune_epochs, seed=self.seed, teacher=self.dense)
+        times["recovery_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
         int8 = quantize_int8(model, x)
         times["int8_seconds"] = time.perf_counter() - start
@@ -150,3 +139,22 @@ class QSAPruner:
         if compression is not None:
             info["compression_estimate"] = compression.estimate(model)
         return Deployment(int8, info)
+
+
+def recover_on_buffer(
+    recovery: Recovery,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    epochs: float,
+    *,
+    seed: int,
+    teacher: nn.Module | None = None,
+) -> nn.Module:
+    """A controller's recovery on its recent buffer: BN re-estimated on every image ``x``, then,
+    with ``epochs`` > 0 and at least two labels, fine-tuned over the labelled ones (the first ``len(y)``)."""
+    labelled = y is not None and len(y) >= 2 and epochs > 0
+    return recovery.recover(
+        model, seed=seed, budget=Budget(epochs=epochs) if labelled else None, teacher=teacher,
+        train=Split(x[: len(y)], y) if labelled else None, calib_x=x,
+    )  # fmt: skip

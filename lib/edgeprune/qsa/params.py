@@ -82,7 +82,6 @@ class QSAParams(BaseModel):
         None, ge=1, description="kept channels per layer rounded to a multiple (faster int8 kernels; 16 -> 8 at once)"
     )
     baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="static methods at equal compression")
-    fine_tune: bool = Field(True, description="fine-tune pruned networks with the shared `finetune` budget (else BN recalibration only)")
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = the whole test split")
     shift_accuracy: bool = Field(False, description="also measure every row's top-1 under each shift condition")
     latency: bool = Field(False, description="measure latency (batch 1 / 64) of every row")

@@ -9,10 +9,10 @@ For one model (the DVC matrix item), :func:`run`:
    the first seed when it had as many steps), and the ablations (no input statistics
    in the state, no power term, uniform layer weights) per ablation seed;
 4. per seed, prunes each distinct configuration the policy picks across conditions
-   once, fine-tunes it briefly, and does the same for the static baselines (L1-norm
-   and global magnitude filter pruning) at the AKPERL clean configuration's sparsity;
-   every network gets the same recalibration and fine-tune on the same clean training
-   images (as the dense model was trained), so methods differ only in structure;
+   once and recovers it with the shared protocol (:mod:`edgeprune.recover`), and does the
+   same for the static baselines (L1-norm and global magnitude filter pruning) at the
+   AKPERL clean configuration's sparsity; Table 1's networks are recovered at every
+   ``finetune`` budget (the budget axis), the stream's at the primary one;
 5. measures the dense model, the baselines and AKPERL's clean-condition network through
    :func:`edgeprune.measure.report` (Table 1, clean test split) and runs the
    non-stationary stream: AKPERL switching vs the static networks at the same
@@ -47,14 +47,15 @@ from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
 from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
 from edgeprune.config import Params
-from edgeprune.data import PreparedData, Split, load_prepared, normalize
+from edgeprune.data import PreparedData, Split, load_prepared
 from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
-from edgeprune.prune import recalibrate_bn
+from edgeprune.recover.protocol import Recovery
+from edgeprune.stages.baselines import architecture_key
 from edgeprune.stages.baselines import dense_seed_for as dense_seed
 from edgeprune.stages.dense import load_dense
 from edgeprune.stats import format_summary, summarise
-from edgeprune.train import fine_tune, resolve_device, set_threads
+from edgeprune.train import resolve_device, set_threads
 
 STAGE = "30_akperl_dqn"
 TABLE1_METRICS = ["top1", "power_mw_modelled", "latency_b1_ms", "sparsity_pct"]
@@ -151,20 +152,6 @@ def _prune_report(method: str, dense: nn.Module, pruned: nn.Module, requested: f
     )  # fmt: skip
 
 
-def _finetuned(model: nn.Module, ft: Split, params: Params, seed: int, device: torch.device) -> nn.Module:
-    """Recalibrate BatchNorm on (up to 256 of) the fine-tuning images, then fine-tune with the shared
-    ``finetune`` budget; returned on the CPU in eval mode.
-
-    Recalibrating first matters after pruning: measured on mobilenet_v3_small at 40 % L1
-    pruning, one short epoch (1024 images) reached 43 % top-1 from recalibrated statistics
-    and 17 % without.
-    """
-    recalibrate_bn(model.to(device), normalize(ft.x[:256].to(device)))
-    cfg = params.finetune
-    fine_tune(model, ft.x, ft.y, epochs=cfg.epochs, lr=cfg.lr, batch_size=min(cfg.batch_size, len(ft)), seed=seed, device=device)
-    return model.cpu().eval()
-
-
 @dataclass
 class _Search:
     """What the search phase produced."""
@@ -224,62 +211,73 @@ def _describer(dense: nn.Module, power: PowerModel) -> Callable[[nn.Module], dic
 
 
 class _SeedNetworks:
-    """The physically pruned, fine-tuned networks of one seed, each built once on first use."""
+    """The physically pruned, recovered networks of one seed, each built once per budget on first use.
 
-    def __init__(self, params: Params, run: AgentRun, task: PruningTask, dense: nn.Module, data: PreparedData,
-                 device: torch.device) -> None:  # fmt: skip
-        self.params, self.run, self.task, self.dense, self.device = params, run, task, dense, device
-        self.ft = data.train.subset(params.finetune.images, seed=run.seed)
+    Every network recovers through the shared protocol (:class:`~edgeprune.recover.protocol.Recovery`)
+    with this seed, on the same clean training images as the dense model was trained on, so
+    methods differ only in structure.
+    """
+
+    def __init__(self, params: Params, run: AgentRun, task: PruningTask, dense: nn.Module, recovery: Recovery) -> None:
+        self.params, self.run, self.task, self.dense, self.recovery = params, run, task, dense, recovery
         self.configs = {c: run.levels(c) for c in task.conditions}  # condition -> levels the policy picks
         self.names = {levels: f"config-{i}" for i, levels in enumerate(dict.fromkeys(self.configs.values()))}
         self.clean_levels = self.configs["clean" if "clean" in self.configs else task.conditions[0]]
         self._built: dict[tuple, nn.Module] = {}
 
-    def akperl(self, levels: tuple[int, ...]) -> nn.Module:
-        key = ("akperl", levels)
-        if key not in self._built:
-            pruned = apply_levels(self.dense, self.task.units, levels, self.task.input_shape)
-            self._built[key] = _finetuned(pruned, self.ft, self.params, self.run.seed, self.device)
-        return self._built[key]
+    def _recovered(self, key: tuple, pruned: Callable[[], nn.Module], budget: int) -> nn.Module:
+        if (*key, budget) not in self._built:
+            net = pruned()
+            self._built[(*key, budget)] = self.recovery.recover(net, seed=self.run.seed, budget=budget, teacher=self.dense)
+        return self._built[(*key, budget)]
 
-    def static(self, method: str, sparsity: float) -> nn.Module:
-        key = (method, round(sparsity, 4))
-        if key not in self._built:
-            pruned, _ = prune.apply(self.dense, method, round(sparsity, 4))
-            self._built[key] = _finetuned(pruned, self.ft, self.params, self.run.seed, self.device)
-        return self._built[key]
+    def akperl(self, levels: tuple[int, ...], budget: int = 0) -> nn.Module:
+        return self._recovered(
+            ("akperl", levels), lambda: apply_levels(self.dense, self.task.units, levels, self.task.input_shape), budget
+        )
+
+    def static(self, method: str, sparsity: float, budget: int = 0) -> nn.Module:
+        s = round(sparsity, 4)
+        return self._recovered((method, s), lambda: prune.apply(self.dense, method, s)[0], budget)
 
     def sparsity(self, net: nn.Module) -> float:
         return channel_sparsity(self.dense, net, self.task.ignored_layers, self.task.input_shape)
 
 
 def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: bool) -> list[dict[str, Any]]:
-    """Dense (once per dense model), L1 and magnitude at AKPERL's clean sparsity, and AKPERL's clean network."""
+    """Dense (once per dense model), then per recovery budget: L1 and magnitude at AKPERL's clean
+    sparsity, and AKPERL's clean network."""
     params, run, power = nets.params, nets.run, nets.task.power
     p = params.akperl
     report = dict(conditions=(), severity=params.shift.severity, int8=False, repeats=p.latency_repeats, warmup=2,
                   eval_batch_size=params.train.eval_batch_size, device="cpu", model_name=model_name)  # fmt: skip
     extra = {
         "dense_seed": dense_seed(params, run.seed),
-        "finetune_images": params.finetune.images,
-        "finetune_epochs": params.finetune.epochs,
         "coefficients": [run.coefficients.alpha, run.coefficients.beta, run.coefficients.gamma, run.coefficients.lam],
     }
     rows = []
     if with_dense:
         rows.append(measure.report(nets.dense, test.x, test.y, method="none", setting="dense", seed=extra["dense_seed"],
                                    extra=power.summary(nets.dense), **report))  # fmt: skip
-    akperl = nets.akperl(nets.clean_levels)
-    s_clean = nets.sparsity(akperl)
-    for method in ("l1_filter", "magnitude_structured"):
-        net = nets.static(method, s_clean)
-        rows.append(measure.report(net, test.x, test.y, method=method, setting=f"s{s_clean:.2f}", seed=run.seed,
-                                   pruning=_prune_report(method, nets.dense, net, s_clean),
-                                   extra={**power.summary(net), **extra}, **report))  # fmt: skip
+    s_clean = nets.sparsity(nets.akperl(nets.clean_levels))
     levels = "/".join(f"{LEVELS[v] * 100:.0f}" for v in nets.clean_levels)
-    rows.append(measure.report(akperl, test.x, test.y, method="akperl", setting="clean-config", seed=run.seed,
-                               pruning=_prune_report("akperl", nets.dense, akperl, s_clean),
-                               extra={**power.summary(akperl), **extra, "levels": levels}, **report))  # fmt: skip
+    latency: dict[tuple, dict] = {}  # per architecture: later budgets reuse the first's timings
+    for budget in range(len(params.finetune.budgets)):
+        networks = [(m, nets.static(m, s_clean, budget), {}) for m in ("l1_filter", "magnitude_structured")]
+        networks.append(("akperl", nets.akperl(nets.clean_levels, budget), {"levels": levels}))
+        for method, net, more in networks:
+            setting = "clean-config" if method == "akperl" else f"s{s_clean:.2f}"
+            arch = architecture_key(net)
+            row = measure.report(net, test.x, test.y, method=method, setting=setting, seed=run.seed,
+                                 pruning=_prune_report(method, nets.dense, net, s_clean),
+                                 extra={**power.summary(net), **extra, **more},
+                                 **{**report, "latency": arch not in latency})  # fmt: skip
+            row |= nets.recovery.columns(budget)
+            if arch in latency:
+                row |= latency[arch]
+            else:
+                latency[arch] = {c: row[c] for c in row if c.startswith("latency_")}
+            rows.append(row)
     return rows
 
 
@@ -313,6 +311,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     device = resolve_device(params.device)
     out = out_dir(paths, model_name)
     data = load_prepared(paths.prepared)
+    recovery = Recovery(params.finetune, data.train, device=device)
     test = data.test.subset(p.test_images, seed=params.data.split_seed)
     tasks: dict[int, PruningTask] = {}
     dense_models: dict[int, nn.Module] = {}
@@ -330,7 +329,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     with _timed(timing, "networks_and_measurement"):
         for run_ in search.runs:
             d = dense_seed(params, run_.seed)
-            nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], data, device)
+            nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], recovery)
             with_dense = not any(r["method"] == "none" and r["seed"] == d for r in rows)
             rows += _table1_rows(nets, test, model_name, with_dense=with_dense)
             if run_.seed == p.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
@@ -388,8 +387,9 @@ def read(paths: ResultPaths, model_name: str, name: str) -> pd.DataFrame | dict:
 
 
 def table1(df: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 1 shape: method x (top-1 %, power mW (modelled), inference ms, sparsity %), mean ± 95 % CI."""
-    df = df.copy()
+    """The paper's Table 1 shape at the primary recovery budget: method x (top-1 %, power mW (modelled),
+    inference ms, sparsity %), mean ± 95 % CI."""
+    df = results.at_budget(df).copy()
     extra = df["extra"].map(lambda e: json.loads(e) if isinstance(e, str) and e else {})
     df["power_mw_modelled"] = extra.map(lambda e: e.get("power_mw_modelled", np.nan))
     df["sparsity_pct"] = 100 * df["sparsity_realised"].astype(float)

@@ -54,6 +54,7 @@ from edgeprune.ppo.pruning import taylor_groups
 from edgeprune.ppo.retrain import retrain
 from edgeprune.ppo.search import BYTES_PER_MB, CompressionSearch, Outcome
 from edgeprune.prune import PruneReport
+from edgeprune.recover.protocol import Recovery
 from edgeprune.stages.dense import load_dense
 from edgeprune.train import evaluate, resolve_device, set_threads
 
@@ -94,6 +95,7 @@ class DenseContext:
         self.rewind = load_dense(paths, model_name, dense_seed, "rewind")
         taylor = data.train.subset(cfg.taylor_images, seed=0)
         self.calib = data.train.subset(cfg.calib_images, seed=1)
+        self.recovery = Recovery(params.finetune, data.train, device=device)
         val, unseen = data.val.split(cfg.search_val_images, seed=0)
         if len(unseen) == 0:
             raise ValueError(
@@ -154,7 +156,10 @@ def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed
     for which in ("model", "rewind"):
         digest.update((paths.dense(model_name, dense_seed) / f"{which}.pt").read_bytes())
     package = Path(__file__).resolve().parents[1]
-    sources = [*package.glob("ppo/*.py"), package / "envs" / "prune_quant.py", package / "fakequant.py", Path(__file__)]
+    sources = [
+        *package.glob("ppo/*.py"), *package.glob("recover/*.py"), package / "envs" / "prune_quant.py",
+        package / "fakequant.py", package / "train.py", Path(__file__),
+    ]  # fmt: skip
     for source in sorted(sources):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
@@ -189,11 +194,12 @@ def _report(
     ctx: DenseContext,
     params: Params,
     extra: dict[str, Any],
+    budget: int,
     hardware: bool = True,
 ) -> dict[str, Any]:
-    """One tidy row: accuracy and size of the KL-calibrated fake-quantized model; with
-    ``hardware``, int8 conversion and latency of the float pruned model (k-bit layers
-    have no kernels here)."""
+    """One tidy row of a network recovered at ``budget``: accuracy and size of the KL-calibrated
+    fake-quantized model; with ``hardware``, int8 conversion and latency of the float pruned
+    model (k-bit layers have no kernels here)."""
     cfg, device = params.ppo, resolve_device(params.device)
     model = model.to(device).eval()
     calib = normalize(ctx.calib.x).to(device)
@@ -217,12 +223,10 @@ def _report(
         "top1_float": measured["top1"],
         "density_pct_per_mb": Outcome(row["top1"], row["size_bytes"], row["params"]).density,
         "dense_seed": ctx.dense_seed,
-        "finetune_images": params.finetune.images,
-        "finetune_epochs": params.finetune.epochs,
         "hardware_model": "int8_* and latency_*: the float pruned model (k-bit layers are simulated only)",
         "qat": cfg.qat,
     }
-    return row
+    return row | ctx.recovery.columns(budget)
 
 
 def _episode_json(e: Episode) -> dict[str, Any]:
@@ -271,7 +275,7 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
 
     With ``keep``, the fine-tuned PPO network is saved there (for the device-power stage).
     """
-    cfg, ft, device = params.ppo, params.finetune, resolve_device(params.device)
+    cfg = params.ppo
     timings = {}
     tic = time.perf_counter()
     evaluations = ctx.search.evaluations
@@ -289,16 +293,13 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     timings["new_evaluations"] = ctx.search.evaluations - evaluations
 
     tic = time.perf_counter()
-    train = data.train.subset(ft.images, seed=seed)
     bits, static_bits = ctx.search.bits_map(chosen.bits), ctx.search.bits_map(ctx.static.bits)
     plan, static_plan = ctx.search.plan(chosen.rates), ctx.search.plan(ctx.static.rates)
-    budget = dict(
-        epochs=ft.epochs, batch_size=ft.batch_size, seed=seed, qat=cfg.qat, kl_bins=cfg.kl_bins,
-        calib_batch_size=cfg.batch_size, device=device,
-    )  # fmt: skip
-    tuned = retrain(ctx.final, plan, bits, train, ctx.calib.x, lr=ft.lr, **budget)
-    rewound = retrain(ctx.rewind, plan, bits, train, ctx.calib.x, lr=cfg.rewind_lr, **budget)
-    static = retrain(ctx.final, static_plan, static_bits, train, ctx.calib.x, lr=ft.lr, **budget)
+    common = dict(seed=seed, teacher=ctx.final, qat=cfg.qat)
+    budgets = range(len(params.finetune.budgets))  # the budget axis: fine-tuned PPO and static at every budget
+    tuned = [retrain(ctx.final, plan, bits, ctx.recovery, budget=b, **common) for b in budgets]
+    static = [retrain(ctx.final, static_plan, static_bits, ctx.recovery, budget=b, **common) for b in budgets]
+    rewound = retrain(ctx.rewind, plan, bits, ctx.recovery, lr=cfg.rewind_lr, **common)
     timings["retrain_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -307,23 +308,27 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         "search_top1": chosen.outcome.top1, "search_size_bytes": chosen.outcome.size_bytes,
         "select_top1": _select_top1(finalists, chosen),
     }  # fmt: skip
-    rows = [
-        _report(tuned, bits, method="ppo", setting="policy-ft", **common, extra={**searched, "retrain": "fine-tune"}),
+    static_extra = {
+        "prune_rate": ctx.static.rates[0], "search_top1": ctx.static.outcome.top1,
+        "select_top1": _select_top1(ctx.static_finalists, ctx.static), "retrain": "fine-tune",
+    }  # fmt: skip
+    rows = []
+    for b in budgets:  # hardware columns once per architecture: at the primary budget
+        rows += [
+            _report(tuned[b], bits, method="ppo", setting="policy-ft", **common, budget=b, hardware=b == 0,
+                    extra={**searched, "retrain": "fine-tune"}),
+            _report(static[b], static_bits, method="static_pq", setting="uniform-8bit", **common, budget=b,
+                    hardware=b == 0, extra=static_extra),
+        ]  # fmt: skip
+    rows.append(
         _report(
-            rewound, bits, method="ppo", setting="policy-lth", **common, hardware=False,
+            rewound, bits, method="ppo", setting="policy-lth", **common, budget=0, hardware=False,
             extra={**searched, "retrain": "rewind", "hardware": "same architecture as policy-ft: see that row"},
-        ),
-        _report(
-            static, static_bits, method="static_pq", setting="uniform-8bit", **common,
-            extra={
-                "prune_rate": ctx.static.rates[0], "search_top1": ctx.static.outcome.top1,
-                "select_top1": _select_top1(ctx.static_finalists, ctx.static), "retrain": "fine-tune",
-            },
-        ),
-    ]  # fmt: skip
+        )
+    )  # fmt: skip
     timings["report_s"] = time.perf_counter() - tic
     if keep is not None:
-        save_module(tuned, keep)
+        save_module(tuned[0], keep)
     return {
         "seed": seed,
         "dense_seed": ctx.dense_seed,
@@ -340,7 +345,7 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         "finalists": _finalists_json(finalists),
         "static_finalists": _finalists_json(ctx.static_finalists),
         "plan": plan.to_json(),
-        "policy": _policy_table(ctx, chosen, tuned),
+        "policy": _policy_table(ctx, chosen, tuned[0]),
         "rows": rows,
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
@@ -424,32 +429,38 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
 
 
 def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per seed: PPO (fine-tuned and rewound) against the static baseline and the dense model."""
+    """Per seed and recovery budget: PPO (fine-tuned; rewound at the primary budget) against the
+    static baseline recovered at the same budget, and the dense model."""
     table = []
     for record in records:
-        rows = {(r["method"], r["setting"]): r for r in record["rows"]}
-        ft, lth, static = rows["ppo", "policy-ft"], rows["ppo", "policy-lth"], rows["static_pq", "uniform-8bit"]
-        table.append(
-            {
-                "seed": record["seed"],
-                "dense_seed": record["dense_seed"],
-                "dense_top1": record["dense_test"]["top1"],
-                "dense_size_mb": record["dense_test"]["size_bytes"] / BYTES_PER_MB,
-                "ppo_top1": ft["top1"],
-                "ppo_size_mb": ft["size_bytes"] / BYTES_PER_MB,
-                "ppo_bits": ft["bits"],
-                "ppo_sparsity": ft["sparsity_realised"],
-                "ppo_density": ft["extra"]["density_pct_per_mb"],
-                "static_prune_rate": static["extra"]["prune_rate"],
-                "static_top1": static["top1"],
-                "static_size_mb": static["size_bytes"] / BYTES_PER_MB,
-                "static_density": static["extra"]["density_pct_per_mb"],
-                "lth_top1": lth["top1"],
-                "lth_density": lth["extra"]["density_pct_per_mb"],
-                "ft_top1_float": ft["extra"]["top1_float"],
-                "lth_top1_float": lth["extra"]["top1_float"],
-            }
-        )
+        rows = {(r["method"], r["setting"], int(r["budget"])): r for r in record["rows"]}
+        lth = rows["ppo", "policy-lth", 0]
+        for budget in sorted({key[2] for key in rows}):
+            ft, static = rows["ppo", "policy-ft", budget], rows["static_pq", "uniform-8bit", budget]
+            primary = budget == 0
+            table.append(
+                {
+                    "seed": record["seed"],
+                    "dense_seed": record["dense_seed"],
+                    "budget": budget,
+                    "recovery_steps": ft["recovery_steps"],
+                    "dense_top1": record["dense_test"]["top1"],
+                    "dense_size_mb": record["dense_test"]["size_bytes"] / BYTES_PER_MB,
+                    "ppo_top1": ft["top1"],
+                    "ppo_size_mb": ft["size_bytes"] / BYTES_PER_MB,
+                    "ppo_bits": ft["bits"],
+                    "ppo_sparsity": ft["sparsity_realised"],
+                    "ppo_density": ft["extra"]["density_pct_per_mb"],
+                    "static_prune_rate": static["extra"]["prune_rate"],
+                    "static_top1": static["top1"],
+                    "static_size_mb": static["size_bytes"] / BYTES_PER_MB,
+                    "static_density": static["extra"]["density_pct_per_mb"],
+                    "lth_top1": lth["top1"] if primary else float("nan"),
+                    "lth_density": lth["extra"]["density_pct_per_mb"] if primary else float("nan"),
+                    "ft_top1_float": ft["extra"]["top1_float"],
+                    "lth_top1_float": lth["extra"]["top1_float"] if primary else float("nan"),
+                }
+            )
     df = pd.DataFrame(table)
     df["density_ratio"] = df.ppo_density / df.static_density
     df["density_gain_pct"] = 100 * (df.density_ratio - 1)
@@ -463,25 +474,37 @@ def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
 def summarise(
     comparison: pd.DataFrame, model_name: str, seconds: float, records: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Means with 95% Student-t CIs over seeds, and whether each target's mean is met."""
+    """Means with 95% Student-t CIs over seeds at the primary budget, whether each target's mean
+    is met, and the headline comparisons at every budget (``budget_axis``, keyed by SGD steps)."""
     columns = (
         "density_ratio", "density_gain_pct", "ppo_density", "static_density", "ppo_top1", "static_top1",
         "top1_gap_vs_static", "size_reduction", "top1_loss", "ppo_bits", "lth_top1", "lth_minus_ft_top1",
     )  # fmt: skip
-    metrics = {}
-    for column in columns:
-        mean, half = stats.mean_ci(comparison[column])
-        metrics[column] = {"mean": mean, "ci95": half, "n": len(comparison)}
+
+    def metrics_of(part: pd.DataFrame, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        out = {}
+        for column in names:
+            mean, half = stats.mean_ci(part[column].dropna())
+            out[column] = {"mean": mean, "ci95": half, "n": int(part[column].notna().sum())}
+        return out
+
+    primary = comparison[comparison.budget == 0]
+    metrics = metrics_of(primary, columns)
     targets = {}
     for name, (op, value) in TARGETS.items():
         mean = metrics[name]["mean"]
         met = mean >= value if op == ">=" else mean <= value
         targets[name] = {"target": f"{op} {value}", "mean": mean, "met": bool(met)}
+    axis = {
+        str(int(steps)): metrics_of(part, ("density_gain_pct", "ppo_top1", "static_top1", "top1_loss"))
+        for steps, part in comparison.groupby("recovery_steps")
+    }
     return {
         "model": model_name,
-        "seeds": comparison.seed.tolist(),
+        "seeds": primary.seed.tolist(),
         "metrics": metrics,
         "targets": targets,
+        "budget_axis": axis,
         "stage_seconds": round(seconds, 1),
         "seed_timings": {str(r["seed"]): r["timings"] for r in records},
     }
@@ -505,8 +528,18 @@ def load_outputs(paths: ResultPaths, model_name: str) -> dict[str, Any]:
     }
 
 
+def budget_axis(comparison: pd.DataFrame) -> pd.DataFrame:
+    """PPO against the static baseline at every recovery budget: density gain, both top-1s and PPO's
+    loss against dense, mean ± 95% CI over seeds, one column per budget."""
+    metrics = ["density_gain_pct", "ppo_top1", "static_top1", "top1_loss"]
+    long = comparison.melt(id_vars=["seed", "budget", "recovery_steps"], value_vars=metrics, var_name="quantity")
+    table = stats.by_budget(long, "value", ["quantity"])
+    return table.sort_values("quantity", key=lambda q: q.map(metrics.index), ignore_index=True)
+
+
 def lth_table(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Lottery-ticket rewinding against fine-tuning, same structure, bit-widths and budget."""
+    """Lottery-ticket rewinding against fine-tuning, same structure, bit-widths and primary budget."""
+    comparison = comparison[comparison.budget == 0]
     summary = stats.summarise(
         comparison.assign(model="all"), by=["model"],
         metrics=["ppo_top1", "lth_top1", "ft_top1_float", "lth_top1_float", "ppo_density", "lth_density"],

@@ -5,10 +5,11 @@ For one model and every seed of ``params.qsa.seeds``:
 1. the dense network and its int8 copy (the "quantization only" ablation) are measured;
 2. QSAs are trained along the λ path on the activations of ``calib_images`` training
    images; for each target compression the KL search picks (λ, τ); the pruned network
-   is BN-recalibrated, fine-tuned briefly and measured with its int8 copy (the float
-   columns are the "sparsity only" ablation, the int8 columns "both");
+   is recovered with the shared protocol (:mod:`edgeprune.recover`) at every ``finetune``
+   budget and measured with its int8 copy (the float columns are the "sparsity only"
+   ablation, the int8 columns "both");
 3. each static baseline is pruned to the same estimated compression as the QSA
-   network, fine-tuned and measured the same way;
+   network, recovered and measured the same way;
 4. on a non-stationary stream four networks run side by side: static, QSA without
    controller, QSA with controller, and the controller with static masks (the same
    re-prune cycle minus the QSA), each trigger logged.
@@ -38,15 +39,15 @@ from edgeprune import measure, prune, results
 from edgeprune.data import PreparedData, Split, load_prepared
 from edgeprune.io import atomic_write, save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
-from edgeprune.prune import recalibrate_bn
 from edgeprune.qsa.controller import Deployment, DriftController, make_stream
-from edgeprune.qsa.cycle import QSAPruner, QSASettings
+from edgeprune.qsa.cycle import QSAPruner, QSASettings, recover_on_buffer
 from edgeprune.qsa.masks import Compression, int8_size_estimate
 from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
 from edgeprune.quant import quantize_int8
+from edgeprune.recover.protocol import Recovery
 from edgeprune.stages.baselines import dense_seed_for
 from edgeprune.stages.dense import load_dense
-from edgeprune.train import fine_tune, resolve_device, set_threads
+from edgeprune.train import resolve_device, set_threads
 
 if TYPE_CHECKING:
     from edgeprune.config import Params
@@ -77,7 +78,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     tic = time.perf_counter()
     set_threads(params.num_threads)
     data = load_prepared(paths.prepared)
-    context = _Context(params, paths, model_name, data, resolve_device(params.device))
+    device = resolve_device(params.device)
+    context = _Context(params, paths, model_name, data, device, Recovery(params.finetune, data.train, device=device))
     outputs: dict[str, list] = {"rows": [], "candidates": [], "stream": [], "triggers": []}
     summary: dict[str, Any] = {"seeds": {}}
     for seed in tqdm(params.qsa.seeds, desc=f"qsa {model_name}", mininterval=5):
@@ -104,6 +106,7 @@ class _Context:
     model_name: str
     data: PreparedData
     device: torch.device
+    recovery: Recovery
     static_curves: dict[tuple[int, str], CompressionCurve] = field(default_factory=dict)
 
     @property
@@ -117,8 +120,6 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
     dense_seed = dense_seed_for(params, seed)
     dense = load_dense(ctx.paths, ctx.model_name, dense_seed)
     calib = ctx.data.train.subset(q.calib_images, seed=seed)
-    ft = params.finetune
-    tuning = ctx.data.train.subset(ft.images, seed=seed)
     test = ctx.data.test.subset(q.eval_images, seed=params.data.split_seed)
     measure_kwargs = {
         "model_name": ctx.model_name,
@@ -132,21 +133,17 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
         "device": ctx.device,
     }
 
-    def finish(model: nn.Module) -> nn.Module:
-        """BN recalibration, then the shared fine-tuning budget: what every pruned network gets."""
-        recalibrate_bn(model, calib.x)
-        if q.fine_tune:
-            fine_tune(
-                model, tuning.x, tuning.y, epochs=ft.epochs, lr=ft.lr, batch_size=min(ft.batch_size, len(tuning)),
-                seed=seed, device=ctx.device,
-            )  # fmt: skip
-        return model.cpu().eval()
+    def recovered(pruned: nn.Module, budget: int) -> nn.Module:
+        """A copy of ``pruned`` through the shared recovery protocol at ``budget``."""
+        return ctx.recovery.recover(copy.deepcopy(pruned), seed=seed, budget=budget, teacher=dense)
 
-    def report(model: nn.Module, method: str, name: str, **kw: Any) -> dict[str, Any]:
+    def report(model: nn.Module, method: str, name: str, budget: int | None = None, **kw: Any) -> dict[str, Any]:
         row = measure.report(
             model, test.x, test.y, method=method, setting=name, seed=seed, calib_x=calib.x, **kw, **measure_kwargs
         )
         row["extra"] = {"dense_seed": dense_seed, **(row["extra"] or {})}
+        if budget is not None:
+            row |= ctx.recovery.columns(budget)
         outputs["rows"].append(row)
         return row
 
@@ -178,16 +175,19 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
         "qsa_bytes": {str(lam): qsas.stored_bytes() for lam, qsas in path.items()},
     }
     stream_networks: dict[str, nn.Module] = {}
+    budgets = range(len(params.finetune.budgets))
     for target in q.compressions:
         chosen, evaluated = search.search(scores, target, candidates=q.candidates, step=q.candidate_step)
         outputs["candidates"] += [{"seed": seed, "target": target, "chosen": c == chosen, **c.row()} for c in evaluated]
         pruned, prune_report = search.curve(chosen.lam, scores[chosen.lam]).model(chosen.fraction)
-        model = finish(copy.deepcopy(pruned))
         found = {
             "target": target, "lambda": chosen.lam, "tau": chosen.threshold, "fraction": chosen.fraction,
             "kl": chosen.kl, "compression_estimate": chosen.compression,
         }  # fmt: skip
-        _add_compression(report(model, "qsa", setting(target), pruning=prune_report, extra=found), fp32_bytes)
+        networks = [recovered(pruned, budget) for budget in budgets]  # the budget axis
+        for budget, model in zip(budgets, networks):
+            _add_compression(report(model, "qsa", setting(target), budget, pruning=prune_report, extra=found), fp32_bytes)
+        model = networks[0]  # the primary budget's network serves the stream and the export
         if seed == q.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
             save_module(model, stage_dir(ctx.paths, ctx.model_name) / "models" / f"qsa-{setting(target)}.pt")
         summary[setting(target)] = {**found, "kept_channels": _kept_channels(model, pruner.layers)}
@@ -206,18 +206,19 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
             curve = ctx.static_curves[key]
             sparsity = curve.smallest_fraction(chosen.compression)
             static, static_report = curve.model(sparsity)
-            model = finish(copy.deepcopy(static))
             extra = {"target": target, "matched_compression_estimate": curve(sparsity)}
-            _add_compression(report(model, method, setting(target), pruning=static_report, extra=extra), fp32_bytes)
+            networks = [recovered(static, budget) for budget in budgets]
+            for budget, model in zip(budgets, networks):
+                _add_compression(report(model, method, setting(target), budget, pruning=static_report, extra=extra), fp32_bytes)
             if streamed:
-                stream_networks[method] = model
-                stream_networks[f"{method}:pruned"] = static  # before BN recalibration and fine-tuning
+                stream_networks[method] = networks[0]
+                stream_networks[f"{method}:pruned"] = static  # before recovery
     summary["search_seconds"] = time.perf_counter() - start
 
     # 4. the stream
     if q.stream_seeds is None or seed in q.stream_seeds:
         records, fired, summary["cycle_seconds"] = _stream(
-            params, pruner, stream_networks, calib.x, ctx.data.test, seed, compression, ctx.device
+            params, pruner, stream_networks, calib.x, ctx.data.test, seed, compression, ctx.recovery
         )
         outputs["stream"] += records
         outputs["triggers"] += fired
@@ -259,15 +260,16 @@ def _stream(
     pool: Split,
     seed: int,
     compression: Compression,
-    device: torch.device,
+    recovery: Recovery,
 ) -> tuple[list[dict], list[dict], float]:
     """Run the arms on one stream; returns per-batch records, triggers and one timed cycle.
 
     ``networks`` holds the deployed (BN-recalibrated, fine-tuned) "qsa" and static
     networks, and each static network's pruned copy before that ("<method>:pruned").
     Both controllers re-prune from the dense weights: the QSA one with regenerated
-    masks, the static one with its fixed masks; both then recalibrate BN, fine-tune if
-    configured and re-quantize, on the recent images only.
+    masks, the static one with its fixed masks; both then recover with the shared
+    protocol on the recent images only (:func:`~edgeprune.qsa.cycle.recover_on_buffer`)
+    and re-quantize.
     """
     c = params.qsa.controller
     stream = make_stream(
@@ -275,12 +277,7 @@ def _stream(
         severity=params.shift.severity, seed=seed,
     )  # fmt: skip
     static_method = params.qsa.baselines[0] if params.qsa.baselines else None
-    cycle = {
-        "steps": c.retrain_steps,
-        "compression": compression,
-        "fine_tune_epochs": c.fine_tune_epochs,
-        "fine_tune_lr": params.finetune.lr,
-    }
+    cycle = {"steps": c.retrain_steps, "compression": compression, "fine_tune_epochs": c.fine_tune_epochs, "recovery": recovery}
     start = time.perf_counter()
     pruner.cycle(calib_x, **cycle)  # one cycle on calibration data: the controller's overhead
     cycle_seconds = time.perf_counter() - start
@@ -290,13 +287,7 @@ def _stream(
         """The same cycle with the static masks fixed."""
 
         def reprune(x: torch.Tensor, y: torch.Tensor | None) -> Deployment:
-            model = recalibrate_bn(copy.deepcopy(pruned), x)
-            if c.fine_tune_epochs > 0 and y is not None and len(y) >= 2:
-                fine_tune(
-                    model, x[: len(y)], y, epochs=c.fine_tune_epochs, lr=params.finetune.lr,
-                    batch_size=min(256, len(y)), seed=seed, device=device,
-                )  # fmt: skip
-            model.cpu().eval()
+            model = recover_on_buffer(recovery, copy.deepcopy(pruned), x, y, c.fine_tune_epochs, seed=seed, teacher=pruner.dense)
             return Deployment(quantize_int8(model, x), {"compression_estimate": compression.estimate(model)})
 
         return reprune
@@ -323,12 +314,14 @@ def _stream(
 
 
 def load(paths: ResultPaths, model_name: str) -> dict[str, Any]:
-    """The stage's outputs as DataFrames (results, candidates, stream, triggers) and the summary."""
+    """The stage's outputs as DataFrames (results at the primary budget, all_budgets, candidates, stream,
+    triggers) and the summary."""
     out = stage_dir(paths, model_name)
     table = results.read_table(paths.method_rows("qsa", model_name))
     table = table.join(pd.json_normalize(table["extra"].map(json.loads)).set_index(table.index))
     return {
-        "results": table,
+        "results": results.at_budget(table),  # the primary recovery budget
+        "all_budgets": table,
         "candidates": pd.read_csv(out / "candidates.csv"),
         "stream": pd.read_csv(out / "stream.csv"),
         "triggers": pd.read_csv(out / "triggers.csv"),
