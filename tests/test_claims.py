@@ -1,12 +1,17 @@
-"""edgeprune.claims: every branch of the verdict rule for every comparison kind, and the claims list."""
+"""edgeprune.claims and edgeprune.verdicts: every branch of the verdict rule, the budget axis, the claims list."""
 
 from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
+from scipy import stats as sps
 
-from edgeprune.claims import CLAIMS, KINDS, PAPERS, VERDICTS, Claim, claims_table, verdict
+from edgeprune.claims import CLAIMS, KINDS, PAPERS, Claim
+from edgeprune.verdicts import (
+    VERDICTS, Measurement, claims_table, compare_with_reference, conflicts, detectable_effect, verdict,
+)  # fmt: skip
 
 NAN = math.nan
 
@@ -17,35 +22,35 @@ def _claim(kind: str, value: float | None = 10.0, tolerance: float = 0.0, **kw) 
     )
 
 
-# (kind, value, tolerance, mean, half width, expected)
+# (kind, value, tolerance, mean, half width, expected) at one budget, three seeds
 CASES = [
-    # at_least 10: whole CI >= 10 / part of it / none of it
+    # at_least 10: whole CI >= 10 / CI spans 10 / whole CI below
     ("at_least", 10.0, 0.0, 12.0, 1.0, "reproduced"),
-    ("at_least", 10.0, 0.0, 10.5, 1.0, "partly"),  # mean holds, CI reaches 9.5
-    ("at_least", 10.0, 0.0, 9.5, 1.0, "partly"),  # mean short, upper CI 10.5 holds
+    ("at_least", 10.0, 0.0, 10.5, 1.0, "inconclusive"),  # mean holds, CI reaches 9.5
+    ("at_least", 10.0, 0.0, 9.5, 1.0, "inconclusive"),  # mean short, upper CI 10.5 holds
     ("at_least", 10.0, 0.0, 8.0, 1.0, "not reproduced"),
     ("at_least", 10.0, 1.0, 9.5, 0.4, "reproduced"),  # tolerance lowers the bar to 9
     ("at_least", 10.0, 0.0, 10.0, 0.0, "reproduced"),  # exact value, exact measurement (boundary)
     # at_most 0.5
     ("at_most", 0.5, 0.0, 0.2, 0.2, "reproduced"),
-    ("at_most", 0.5, 0.0, 0.6, 0.2, "partly"),
+    ("at_most", 0.5, 0.0, 0.6, 0.2, "inconclusive"),
     ("at_most", 0.5, 0.0, 1.0, 0.2, "not reproduced"),
     ("at_most", 0.0, 1.0, 0.8, 0.1, "reproduced"),
     # within 4 ± 0.25
     ("within", 4.0, 0.25, 3.95, 0.05, "reproduced"),
-    ("within", 4.0, 0.25, 3.80, 0.10, "partly"),  # CI [3.7, 3.9] overlaps [3.75, 4.25]
-    ("within", 4.0, 0.25, 4.00, 0.50, "partly"),  # CI wider than the band
+    ("within", 4.0, 0.25, 3.80, 0.10, "inconclusive"),  # CI [3.7, 3.9] overlaps [3.75, 4.25]
+    ("within", 4.0, 0.25, 4.00, 0.50, "inconclusive"),  # CI wider than the band
     ("within", 4.0, 0.25, 3.50, 0.10, "not reproduced"),
     ("within", 4.0, 0.25, 4.50, 0.10, "not reproduced"),
     # difference_at_least 4
     ("difference_at_least", 4.0, 0.0, 5.0, 0.5, "reproduced"),
-    ("difference_at_least", 4.0, 0.0, 3.8, 0.5, "partly"),  # part of the CI >= 4
+    ("difference_at_least", 4.0, 0.0, 3.8, 0.5, "inconclusive"),  # CI [3.3, 4.3] spans 4
     ("difference_at_least", 4.0, 0.0, 2.0, 0.5, "partly"),  # CI [1.5, 2.5] > 0: direction right, short
-    ("difference_at_least", 4.0, 0.0, 1.0, 1.5, "not reproduced"),  # CI includes 0
+    ("difference_at_least", 4.0, 0.0, 1.0, 1.5, "not reproduced"),  # CI includes 0, below 4
     ("difference_at_least", 4.0, 0.0, -2.0, 0.5, "not reproduced"),  # wrong direction
     # qualitative: sign only
     ("qualitative", None, 0.0, 0.3, 0.1, "reproduced"),
-    ("qualitative", None, 0.0, 0.3, 0.5, "partly"),
+    ("qualitative", None, 0.0, 0.3, 0.5, "inconclusive"),
     ("qualitative", None, 0.0, -0.3, 0.1, "not reproduced"),
     ("qualitative", None, 0.0, 0.0, 0.0, "not reproduced"),
 ]
@@ -53,23 +58,23 @@ CASES = [
 
 @pytest.mark.parametrize(("kind", "value", "tol", "mean", "half", "expected"), CASES)
 def test_verdict_branches(kind, value, tol, mean, half, expected):
-    assert verdict(_claim(kind, value, tol), mean, half) == expected
+    assert verdict(_claim(kind, value, tol), mean, half, n=3) == expected
 
 
 def test_cases_cover_every_kind_and_verdict():
     for kind in KINDS:
         seen = {c[-1] for c in CASES if c[0] == kind}
-        assert seen == {"reproduced", "partly", "not reproduced"}, kind
+        expected = {"reproduced", "inconclusive", "not reproduced"} | ({"partly"} if kind == "difference_at_least" else set())
+        assert seen == expected, kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_single_seed_is_at_best_partly(kind):
+def test_single_seed_is_inconclusive(kind):
     value = None if kind == "qualitative" else 1.0
     claim = _claim(kind, value, 0.5 if kind == "within" else 0.0)
-    assert verdict(claim, 1.0, NAN) == "partly"  # holds on the mean, no CI to show more
-    assert verdict(claim, 1.0, None) == "partly"
-    failing = 5.0 if kind == "at_most" else -5.0
-    assert verdict(claim, failing, NAN) == "not reproduced"
+    for mean in (1.0, -5.0, 5.0):
+        assert verdict(claim, mean, NAN) == "inconclusive"
+        assert verdict(claim, mean, None) == "inconclusive"
 
 
 def test_missing_measurement_and_untestable_claim():
@@ -80,12 +85,78 @@ def test_missing_measurement_and_untestable_claim():
     assert verdict(untestable, 100.0, 0.1) == "not testable here"
 
 
-def test_difference_partly_reasons_in_table():
+def test_inconclusive_shows_the_effect_the_seeds_could_detect():
+    claim = _claim("difference_at_least", 4.0, unit="pt")
+    row = claims_table({claim.id: Measurement(3.8, 0.5, "", 3)}, claims=[claim]).iloc[0]
+    assert row["verdict"] == "inconclusive" and "spans" in row["note"]
+    # 3 seeds, half-width 0.5: sd = 0.5 sqrt(3) / t(0.975, 2); TTestPower(n=3, 80%) gives d = 3.264
+    sd = 0.5 * math.sqrt(3) / sps.t.ppf(0.975, 2)
+    assert detectable_effect(0.5, 3) == pytest.approx(3.264 * sd, rel=1e-3)
+    assert row["detectable"] == f"{detectable_effect(0.5, 3):.1f} pt"
+    half5 = sps.t.ppf(0.975, 4) * sd / math.sqrt(5)  # the same spread over 5 seeds detects a smaller effect
+    assert detectable_effect(half5, 5) < detectable_effect(0.5, 3)
+    reproduced = claims_table({claim.id: Measurement(6.0, 0.5, "", 3)}, claims=[claim]).iloc[0]
+    assert reproduced["detectable"] == "—"
+
+
+def test_partly_only_for_direction_right_magnitude_short():
     claim = _claim("difference_at_least", 4.0)
-    table = claims_table({claim.id: (2.0, 0.5)}, claims=[claim]).iloc[0]
-    assert table["verdict"] == "partly" and "magnitude short" in table["note"]
-    table = claims_table({claim.id: (3.8, 0.5)}, claims=[claim]).iloc[0]
-    assert "part of the CI" in table["note"]
+    row = claims_table({claim.id: (2.0, 0.5)}, claims=[claim]).iloc[0]
+    assert row["verdict"] == "partly" and "magnitude short" in row["note"]
+
+
+# --------------------------------------------------------------------------- the budget axis
+
+
+def _axis(claim: Claim, *points: tuple[int, float, float]) -> pd.Series:
+    return claims_table({claim.id: {s: Measurement(m, h, "", 3) for s, m, h in points}}, claims=[claim]).iloc[0]
+
+
+def test_a_verdict_that_changes_with_the_budget_is_budget_sensitive():
+    claim = _claim("difference_at_least", 4.0, unit="pt")
+    row = _axis(claim, (8, 7.8, 2.4), (64, 4.2, 2.0))  # reproduced at 8 steps, inconclusive at 64
+    assert row["verdict @ 8 steps"] == "reproduced" and row["verdict @ 64 steps"] == "inconclusive"
+    assert row["verdict"] == "budget-sensitive" and "changes with the recovery budget" in row["note"]
+    assert row["ours"] == "4.2 ± 2.0 pt" and row["trend"] == "7.8 → 4.2 pt, toward the threshold"
+
+
+def test_a_shrinking_margin_is_budget_sensitive_a_stable_one_is_not():
+    claim = _claim("difference_at_least", 4.0, unit="pt")
+    shrinking = _axis(claim, (8, 25.3, 5.2), (64, 15.7, 3.0))  # reproduced at both; margin 21.3 -> 11.7 > noise 6.0
+    assert (shrinking["verdict @ 8 steps"], shrinking["verdict @ 64 steps"]) == ("reproduced", "reproduced")
+    assert shrinking["verdict"] == "budget-sensitive" and "margin" in shrinking["note"]
+    stable = _axis(claim, (8, 12.0, 3.0), (64, 11.0, 3.0))  # a shrink inside the noise
+    assert stable["verdict"] == "reproduced" and "flat" in stable["trend"]
+    growing = _axis(claim, (8, 6.0, 1.0), (64, 12.0, 1.0))
+    assert growing["verdict"] == "reproduced" and "away from the threshold" in growing["trend"]
+    failing = _axis(_claim("at_most", 1.0, unit="pt"), (8, 11.6, 1.0), (64, 5.5, 1.0))  # not reproduced, closing in
+    assert failing["verdict"] == "budget-sensitive"
+    steady_fail = _axis(_claim("at_most", 1.0, unit="pt"), (8, 5.6, 1.0), (64, 5.5, 1.0))
+    assert steady_fail["verdict"] == "not reproduced"
+
+
+def test_budget_independent_claims_and_mixed_tables():
+    recovered = _claim("difference_at_least", 4.0, recovered=True)
+    fixed = Claim(id="c", paper="QSA", text="t", metric="m", value=8.0, kind="at_least")
+    table = claims_table(
+        {recovered.id: {8: (5.0, 0.5, "", 3), 64: (5.1, 0.5, "", 3)}, fixed.id: (9.0, 0.2, "", 3)}, claims=[recovered, fixed]
+    ).set_index("id")
+    assert table.loc["c", "verdict"] == "reproduced" and table.loc["c", "verdict @ 64 steps"] == "—"
+    assert table.loc[recovered.id, "verdict"] == "reproduced"
+
+
+# --------------------------------------------------------------------------- quick vs reference
+
+
+def test_reference_verdicts_sit_beside_ours_and_conflicts_are_listed():
+    quick = pd.DataFrame({"id": ["a", "b", "c", "d"], "ours": ["1", "2", "3", "4"],
+                          "verdict": ["reproduced", "budget-sensitive", "not reproduced", "inconclusive"]})  # fmt: skip
+    reference = pd.DataFrame({"id": ["a", "b", "c"], "ours": ["1.1", "2.2", "3.3"],
+                              "verdict": ["reproduced", "not reproduced", "reproduced"]})  # fmt: skip
+    both = compare_with_reference(quick, reference).set_index("id")
+    assert list(both["quick vs reference"]) == ["agree", "differ", "conflict", "—"]
+    assert both.loc["c", "reference ours"] == "3.3" and both.loc["d", "reference verdict"] == "—"
+    assert conflicts(both.reset_index())["id"].tolist() == ["c"]
 
 
 def test_verdict_rejects_bad_numbers():
@@ -149,9 +220,9 @@ def test_claims_carry_the_anchor_numbers():
 
 def test_claims_table_rows_and_columns():
     measured = {
-        "akperl_acc_drop": (0.3, 0.1),  # reproduced
+        "akperl_acc_drop": (0.3, 0.1, "", 3),  # reproduced
         "qsa_quantization_alone": (3.9, 0.02, "fx x86 int8"),  # inside 4 ± 0.25: reproduced
-        "akperl_vs_l1_acc": (2.0, 0.5),  # direction right, short: partly
+        "akperl_vs_l1_acc": (2.0, 0.5, "", 3),  # direction right, short: partly
         "qsa_imagenet": (6.5, 0.1),  # untestable whatever is passed
         "ppo_density_vgg19": (3.0, 1.0),  # not reproduced
     }
@@ -178,3 +249,9 @@ def test_claims_table_rejects_unknown_ids_and_bad_tuples():
         claims_table({"akperl_acc_dorp": (0.3, 0.1)})
     with pytest.raises(ValueError, match="akperl_acc_drop"):
         claims_table({"akperl_acc_drop": (0.3,)})
+
+
+def test_recovered_claims_are_the_accuracy_comparisons():
+    recovered = {c.id for c in CLAIMS if c.recovered}
+    assert {"akperl_vs_l1_acc", "qsa_cifar10_vs_static", "ppo_density_mobilenet", "qsa_cifar10_drop"} <= recovered
+    assert not recovered & {"akperl_sparsity", "qsa_cifar10_compression", "qsa_quantization_alone", "akperl_power_reduction"}

@@ -1,46 +1,23 @@
-"""The three papers' claims and the rule that turns our measurements into a verdict on each.
+"""The three papers' claims, each stated so that one of our measurements can check it.
 
 Numbers come from the papers as summarised in ``shared/ANCHORS.md`` ("What the three papers
 claim"). Where a claim is relative (a drop, a reduction, a ratio) it is stated relative here
 too, so it can be checked on CIFAR-10 and our devices; the arithmetic from the paper's table
 is written in the claim text. Tolerances marked "ours" are this project's choice, not the
-paper's.
-
-Verdict rule (:func:`verdict`), with ``[lo, hi] = mean ± CI half-width``:
-
-============================  ======================  =====================================  ==============
-kind (threshold T)            reproduced              partly                                 not reproduced
-============================  ======================  =====================================  ==============
-at_least (T = value - tol)    lo >= T                 hi >= T (the mean or part of the CI)   hi < T
-at_most (T = value + tol)     hi <= T                 lo <= T                                lo > T
-within (value ± tol)          [lo, hi] inside band    [lo, hi] overlaps the band             no overlap
-difference_at_least           lo >= T                 hi >= T, or lo > 0 (direction right,   otherwise
-(T = value - tol)                                     magnitude short)
-qualitative (sign)            lo > 0                  mean > 0                               mean <= 0
-============================  ======================  =====================================  ==============
-
-For ``difference_at_least`` and ``qualitative`` the measurement is signed so that a positive
-number points the way the paper claims. A CI of NaN (one seed) cannot show that the claim
-holds over the interval, so the best verdict is "partly" (judged on the mean alone). A claim
-not testable here, or with no measurement, is "not testable here", with the reason in the note.
+paper's. A claim whose measurement depends on how long pruned networks were recovered
+(``recovered=True``: accuracies and their differences) is checked at every recovery budget;
+the rule that turns measurements into a verdict is :mod:`edgeprune.verdicts`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal
 
-import pandas as pd
-
-from edgeprune.stats import format_mean_ci
-
-__all__ = ["CLAIMS", "KINDS", "PAPERS", "VERDICTS", "Claim", "Measurement", "claims_table", "verdict"]
+__all__ = ["CLAIMS", "KINDS", "PAPERS", "Claim"]
 
 PAPERS = ("AKPERL", "QSA", "PPO")
 KINDS = ("at_least", "at_most", "within", "difference_at_least", "qualitative")
-VERDICTS = ("reproduced", "partly", "not reproduced", "not testable here")
 
 Kind = Literal["at_least", "at_most", "within", "difference_at_least", "qualitative"]
 
@@ -51,7 +28,9 @@ class Claim:
 
     ``metric`` says exactly what measurement of ours is compared, in ``unit``; ``value`` is the
     paper's number in that unit (None for a qualitative claim); ``tolerance`` is the slack
-    allowed (see the module docstring); ``digits`` the decimals shown in the table.
+    allowed (:mod:`edgeprune.verdicts`); ``digits`` the decimals shown in the table;
+    ``recovered`` whether the measurement depends on the recovery budget (then it is
+    checked at each one).
     """
 
     id: str
@@ -66,6 +45,7 @@ class Claim:
     why_not: str = ""
     note: str = ""
     digits: int = 1
+    recovered: bool = False
 
     def __post_init__(self) -> None:
         if self.paper not in PAPERS:
@@ -82,6 +62,17 @@ class Claim:
             raise ValueError(f"claim {self.id!r}: an untestable claim needs why_not")
 
     @property
+    def threshold(self) -> float:
+        """The bound our number is judged against (0 for a qualitative claim; the band's centre for 'within')."""
+        if self.kind == "qualitative":
+            return 0.0
+        if self.kind == "at_most":
+            return self.value + self.tolerance
+        if self.kind == "within":
+            return self.value
+        return self.value - self.tolerance
+
+    @property
     def paper_number(self) -> str:
         """The paper's number as shown in the table, e.g. ``"≤ 0.5 pt"`` or ``"4 ± 0.25 x"``."""
         if self.value is None:
@@ -93,111 +84,6 @@ class Claim:
         prefix = "≤" if self.kind == "at_most" else "≥"
         slack = f" (tol {self.tolerance:g})" if self.tolerance else ""
         return f"{prefix} {number}{unit}{slack}"
-
-
-class Measurement(NamedTuple):
-    """Our number for a claim: mean over seeds, CI half-width, and an optional note."""
-
-    mean: float | None
-    ci_half_width: float | None
-    note: str = ""
-
-
-def _is_missing(x: float | None) -> bool:
-    return x is None or math.isnan(float(x))
-
-
-def _judge(claim: Claim, mean: float | None, half: float | None) -> tuple[str, str]:
-    """``(verdict, reason)`` by the rule in the module docstring."""
-    if not claim.testable_here:
-        return "not testable here", claim.why_not
-    if _is_missing(mean):
-        return "not testable here", "no measurement supplied"
-    if not math.isfinite(mean):
-        raise ValueError(f"claim {claim.id!r}: measured mean must be finite, got {mean}")
-    no_ci = _is_missing(half)
-    if not no_ci and not (math.isfinite(half) and half >= 0):
-        raise ValueError(f"claim {claim.id!r}: CI half-width must be finite and >= 0, got {half}")
-    h = 0.0 if no_ci else half
-    lo, hi = mean - h, mean + h
-    tol = claim.tolerance
-
-    if claim.kind == "at_least":
-        t = claim.value - tol
-        full, part = lo >= t, hi >= t
-    elif claim.kind == "at_most":
-        t = claim.value + tol
-        full, part = hi <= t, lo <= t
-    elif claim.kind == "within":
-        band_lo, band_hi = claim.value - tol, claim.value + tol
-        full, part = band_lo <= lo and hi <= band_hi, lo <= band_hi and hi >= band_lo
-    elif claim.kind == "difference_at_least":
-        t = claim.value - tol
-        full, part = lo >= t, hi >= t or lo > 0
-    else:  # qualitative
-        full, part = lo > 0, mean > 0
-
-    if full and not no_ci:
-        return "reproduced", ""
-    if full or part:
-        if no_ci:
-            return "partly", "one seed: no CI, judged on the mean alone"
-        if claim.kind == "difference_at_least" and not hi >= claim.value - tol:
-            return "partly", "direction right, magnitude short of the paper's"
-        return "partly", "the claim holds for part of the CI only"
-    return "not reproduced", ""
-
-
-def verdict(claim: Claim, measured_mean: float | None, ci_half_width: float | None) -> str:
-    """Verdict on ``claim`` from our mean and CI half-width (rule in the module docstring).
-
-    Returns one of :data:`VERDICTS`. ``measured_mean`` None/NaN means not measured; a
-    ``ci_half_width`` of None/NaN means a single seed.
-    """
-    return _judge(claim, measured_mean, ci_half_width)[0]
-
-
-def claims_table(
-    measurements: Mapping[str, tuple[float | None, float | None] | tuple[float | None, float | None, str]],
-    claims: list[Claim] | None = None,
-) -> pd.DataFrame:
-    """The "claimed vs reproduced" table: one row per claim, measured or not.
-
-    ``measurements`` maps claim id to ``(mean, ci_half_width)`` or ``(mean, ci_half_width, note)``
-    in the claim's unit. An id not among ``claims`` (default :data:`CLAIMS`) is a KeyError, so a
-    typo cannot silently turn a measured claim into "not testable here".
-    """
-    claims = CLAIMS if claims is None else claims
-    ids = {c.id for c in claims}
-    unknown = sorted(set(measurements) - ids)
-    if unknown:
-        raise KeyError(f"measurements for unknown claim id(s) {unknown}; known ids: {sorted(ids)}")
-    rows = []
-    for claim in claims:
-        given = measurements.get(claim.id, (None, None))
-        if not 2 <= len(given) <= 3:
-            raise ValueError(
-                f"measurement for {claim.id!r} must be (mean, ci) or (mean, ci, note), got {given!r}"
-            )
-        m = Measurement(*given)
-        label, reason = _judge(claim, m.mean, m.ci_half_width)
-        ours = "—" if _is_missing(m.mean) else format_mean_ci(m.mean, m.ci_half_width, claim.digits)
-        if ours != "—" and claim.unit:
-            ours = f"{ours} {claim.unit}"
-        note = "; ".join(part for part in (reason, claim.note, m.note) if part)
-        rows.append(
-            {
-                "id": claim.id,
-                "paper": claim.paper,
-                "claim": claim.text,
-                "metric": claim.metric,
-                "paper's number": claim.paper_number,
-                "ours": ours,
-                "verdict": label,
-                "note": note,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 _NO_IMAGENET = (
@@ -221,6 +107,7 @@ CLAIMS: list[Claim] = [
         value=0.5,
         kind="at_most",
         unit="pt",
+        recovered=True,
     ),
     Claim(
         id="akperl_vs_l1_acc",
@@ -231,6 +118,7 @@ CLAIMS: list[Claim] = [
         value=4.0,
         kind="difference_at_least",
         unit="pt",
+        recovered=True,
     ),
     Claim(
         id="akperl_vs_magnitude_acc",
@@ -241,6 +129,7 @@ CLAIMS: list[Claim] = [
         value=4.5,
         kind="difference_at_least",
         unit="pt",
+        recovered=True,
     ),
     Claim(
         id="akperl_power_reduction",
@@ -290,6 +179,7 @@ CLAIMS: list[Claim] = [
         kind="at_most",
         digits=3,
         note="a p-value has no CI: pass a half-width of 0",
+        recovered=True,
     ),
     Claim(
         id="akperl_dqn_convergence",
@@ -329,6 +219,7 @@ CLAIMS: list[Claim] = [
         value=1.0,
         kind="at_most",
         unit="pt",
+        recovered=True,
     ),
     Claim(
         id="qsa_cifar10_static_drop",
@@ -340,6 +231,7 @@ CLAIMS: list[Claim] = [
         tolerance=1.0,
         unit="pt",
         note="tolerance ±1 pt is ours",
+        recovered=True,
     ),
     Claim(
         id="qsa_cifar10_vs_static",
@@ -349,6 +241,7 @@ CLAIMS: list[Claim] = [
         value=4.0,
         kind="difference_at_least",
         unit="pt",
+        recovered=True,
     ),
     Claim(
         id="qsa_quantization_alone",
@@ -384,6 +277,7 @@ CLAIMS: list[Claim] = [
         kind="at_least",
         unit="%",
         note="the paper gives 6-20% for MobileNet and VGG-19 together; the lower end is tested",
+        recovered=True,
     ),
     Claim(
         id="ppo_density_vgg19",
@@ -395,6 +289,7 @@ CLAIMS: list[Claim] = [
         kind="at_least",
         unit="%",
         note="the paper gives 6-20% for MobileNet and VGG-19 together; the lower end is tested",
+        recovered=True,
     ),
     Claim(
         id="ppo_accuracy_maintained",
@@ -406,5 +301,6 @@ CLAIMS: list[Claim] = [
         tolerance=1.0,
         unit="pt",
         note="the paper gives no number for 'maintained'; the 1 pt tolerance is ours",
+        recovered=True,
     ),
 ]

@@ -69,12 +69,18 @@ class Results:
     power: pd.DataFrame | None = None
     missing: list[str] = field(default_factory=list)
 
-    def stage(self, stage: str, model: str | None = None) -> pd.DataFrame:
-        """Rows of one stage (and model), index reset."""
+    def stage(self, stage: str, model: str | None = None, budget: int | None = 0) -> pd.DataFrame:
+        """Rows of one stage (and model) at one recovery budget (default the primary; None: all), index reset."""
         mask = self.rows["stage"] == stage
         if model is not None:
             mask &= self.rows["model"] == model
-        return self.rows[mask].reset_index(drop=True)
+        rows = self.rows[mask]
+        return (rows if budget is None else results.at_budget(rows, budget)).reset_index(drop=True)
+
+    def ppo_comparison(self, model: str, budget: int | None = 0) -> pd.DataFrame:
+        """PPO's per-seed comparison with the static baseline at one recovery budget (None: all)."""
+        comparison = self.ppo[model]
+        return comparison if budget is None else comparison[comparison["budget"] == budget].reset_index(drop=True)
 
     def models(self, stage: str) -> list[str]:
         """Models with rows from ``stage``, in first-seen order."""

@@ -2,10 +2,13 @@
 
 Every measurement is a mean over seeds with the half-width of its 95% Student-t interval,
 taken over *per-seed* quantities: a difference or a ratio is formed within each seed first
-(AKPERL seed s against the static baselines fine-tuned with seed s, against the dense model
-it pruned), then averaged. A claim whose stage or model did not run gets no entry, which the
-claims table shows as "not testable here: no measurement supplied", or an entry with a note
-saying why the measurement is missing.
+(AKPERL seed s against the static baselines recovered with seed s, against the dense model
+it pruned), then averaged. A claim whose measurement depends on recovery
+(:attr:`~edgeprune.claims.Claim.recovered`) is measured at every recovery budget present in
+the rows, each method against the others recovered at the same budget; the others at the
+primary budget. A claim whose stage or model did not run gets no entry, which the claims
+table shows as "not testable here: no measurement supplied", or an entry with a note saying
+why the measurement is missing.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import math
 import numpy as np
 import pandas as pd
 
+from edgeprune import results
+from edgeprune.claims import CLAIMS
 from edgeprune.report.collect import Results, dense_reference, extra
 from edgeprune.stats import compare_methods, mean_ci
+from edgeprune.verdicts import Measurement
 
 __all__ = ["PLATEAU_FRACTION", "QSA_PAPER_TARGET", "claim_measurements"]
 
-Measured = tuple[float | None, float | None, str]
+Measured = Measurement
 
 QSA_PAPER_TARGET = 8.0
 """The compression of the QSA paper's CIFAR-10 claim: the QSA setting nearest to it is judged."""
@@ -33,9 +39,9 @@ this fraction of its steps (it then stays on a plateau for the rest of the run).
 def _mci(values: pd.Series | np.ndarray, note: str = "") -> Measured:
     values = pd.Series(values, dtype=float).dropna()
     if values.empty:
-        return None, None, note or "no values"
+        return Measurement(None, None, note or "no values")
     mean, half = mean_ci(values)
-    return mean, half, note
+    return Measurement(mean, half, note, len(values))
 
 
 def _by_seed(rows: pd.DataFrame, method: str, column: str) -> pd.Series:
@@ -60,12 +66,12 @@ def _mobilenet(models: list[str]) -> str | None:
 # --------------------------------------------------------------------------- AKPERL
 
 
-def _akperl(res: Results, out: dict[str, Measured]) -> None:
+def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
     models = res.models("akperl")
     model = _mobilenet(models) or (models[0] if models else None)
     if model is None:
         return
-    rows = res.stage("akperl", model)
+    rows = res.stage("akperl", model, budget)
     rows = rows.assign(power=extra(rows, "power_mw_modelled").astype(float))
     note = f"{model}, seeds {sorted(_by_seed(rows, 'akperl', 'top1').index.tolist())}"
     ak = {c: _by_seed(rows, "akperl", c) for c in ("top1", "power", "latency_b1_ms", "sparsity_realised")}
@@ -87,13 +93,13 @@ def _akperl(res: Results, out: dict[str, Measured]) -> None:
 
     if len(ak["top1"]) >= 2:
         tests = compare_methods(rows, "top1", ["akperl"], ["l1_filter", "magnitude_structured"], alternative="greater")
-        out["akperl_significance"] = (
+        out["akperl_significance"] = Measurement(
             float(tests["p_holm"].max()),
             0.0,
             f"{note}; one-sided Welch (AKPERL > baseline), Holm over both baselines, n = {len(ak['top1'])} per method",
         )
     else:
-        out["akperl_significance"] = (None, None, "needs at least 2 seeds")
+        out["akperl_significance"] = Measurement(None, None, "needs at least 2 seeds")
 
     files = res.akperl.get(model, {})
     summary = files.get("summary")
@@ -106,7 +112,7 @@ def _akperl(res: Results, out: dict[str, Measured]) -> None:
                 converged, f"{note}; reward within 1% of its final value by these steps of {budget} per run"
             )
         else:
-            out["akperl_dqn_convergence"] = (
+            out["akperl_dqn_convergence"] = Measurement(
                 None,
                 None,
                 f"{len(steps) - len(converged)} of {len(steps)} runs still rising after {PLATEAU_FRACTION:.0%} "
@@ -123,12 +129,12 @@ def _akperl(res: Results, out: dict[str, Measured]) -> None:
 # --------------------------------------------------------------------------- QSA
 
 
-def _qsa(res: Results, out: dict[str, Measured]) -> None:
+def _qsa(res: Results, out: dict[str, Measured], budget: int) -> None:
     models = res.models("qsa")
     if not models:
         return
     model = _mobilenet(models) or models[0]
-    rows = res.stage("qsa", model)
+    rows = res.stage("qsa", model, budget)
     rows = rows.assign(target=extra(rows, "target").astype(float), compression=extra(rows, "compression_int8").astype(float))
     dense = rows[rows["method"] == "none"]
     out["qsa_quantization_alone"] = _mci(dense["compression"], f"{model}: dense fp32 bytes / its int8 bytes")
@@ -156,23 +162,39 @@ def _qsa(res: Results, out: dict[str, Measured]) -> None:
 # --------------------------------------------------------------------------- PPO
 
 
-def _ppo(res: Results, out: dict[str, Measured]) -> None:
-    models = list(res.ppo)
+def _ppo(res: Results, out: dict[str, Measured], budget: int) -> None:
+    comparisons = {m: res.ppo_comparison(m, budget) for m in res.ppo}
+    models = [m for m, c in comparisons.items() if len(c)]
     mobilenet = _mobilenet(models)
     for claim, model in (("ppo_density_mobilenet", mobilenet), ("ppo_density_vgg19", "vgg19_bn")):
-        if model in res.ppo:
-            comp = res.ppo[model]
+        if model in models:
+            comp = comparisons[model]
             out[claim] = _mci(comp["density_gain_pct"], f"{model}, seeds {comp['seed'].tolist()}")
         else:
-            out[claim] = (None, None, f"no PPO run on {model or 'a MobileNet'} in this profile (ppo.models)")
+            out[claim] = Measurement(None, None, f"no PPO run on {model or 'a MobileNet'} in this profile (ppo.models)")
     if models:
-        loss = pd.concat([res.ppo[m]["top1_loss"] for m in models], ignore_index=True)
+        loss = pd.concat([comparisons[m]["top1_loss"] for m in models], ignore_index=True)
         out["ppo_accuracy_maintained"] = _mci(loss, f"{', '.join(models)} pooled, {len(loss)} runs")
 
 
-def claim_measurements(res: Results) -> dict[str, Measured]:
-    """Claim id -> (mean, 95% CI half-width, note) for every claim our results can answer."""
+def _at_budget(res: Results, budget: int) -> dict[str, Measured]:
     out: dict[str, Measured] = {}
     for part in (_akperl, _qsa, _ppo):
-        part(res, out)
-    return {k: (None, None, v[2] or "no value") if v[0] is None or math.isnan(v[0]) else v for k, v in out.items()}
+        part(res, out, budget)
+    return {k: Measurement(None, None, v.note or "no value") if v.mean is None or math.isnan(v.mean) else v for k, v in out.items()}
+
+
+def claim_measurements(res: Results) -> dict[str, Measured | dict[int, Measured]]:
+    """Claim id -> our :class:`~edgeprune.verdicts.Measurement`; for a claim that depends on recovery,
+    ``{SGD steps: measurement}`` over the recovery budgets the rows hold (the primary budget alone
+    when the rows carry none)."""
+    axis = results.budgets(res.rows)
+    primary = _at_budget(res, 0)
+    if axis.empty:
+        return primary
+    per_budget = {int(steps): _at_budget(res, int(b)) for b, steps in zip(axis["budget"], axis["recovery_steps"])}
+    out: dict[str, Measured | dict[int, Measured]] = dict(primary)
+    for claim in CLAIMS:
+        if claim.recovered and claim.id in primary:
+            out[claim.id] = {steps: found[claim.id] for steps, found in per_budget.items() if claim.id in found}
+    return out

@@ -8,6 +8,7 @@ from matplotlib import ticker
 import numpy as np
 import pandas as pd
 
+from edgeprune import results
 from edgeprune.report.collect import Results
 
 __all__ = ["intensity", "pareto", "pareto_front", "pareto_points"]
@@ -20,9 +21,10 @@ def pareto_points(res: Results, device: str = "rpi4") -> pd.DataFrame:
 
     ``precision`` is ``float`` for the row's own model (fp32, or PPO's simulated k-bit) and
     ``int8`` for its real int8 copy. ``energy_mj`` is the device-power stage's modelled (or
-    metered) energy per image on ``device`` where that stage costed the kept model.
+    metered) energy per image on ``device`` where that stage costed the kept model. Networks
+    recovered at the primary budget only (the budget axis is in the claims check).
     """
-    rows = res.rows
+    rows = results.at_budget(res.rows)
     if rows.empty:
         return pd.DataFrame(columns=[*_KEY, "label", "top1", "size_mb", "latency_ms", "energy_mj", "seeds"])
     common = rows[["stage", "model", "method", "setting", "seed"]]

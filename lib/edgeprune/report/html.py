@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from edgeprune.io import atomic_write
+from edgeprune.report.reference import describe
 
-__all__ = ["PAPER_MAP", "VERDICT_COLOURS", "write_index"]
+__all__ = ["PAPER_MAP", "VERDICT_COLOURS", "claims_columns", "write_index"]
 
 PAPER_MAP: tuple[tuple[str, str, str], ...] = (
     # (paper item, what we make of it, the notebook that makes it)
@@ -37,9 +38,19 @@ PAPER_MAP: tuple[tuple[str, str, str], ...] = (
     ("ANOVA, regression on pruning intensity", "results/tables/stats/anova.*, results/tables/stats/regression.*", "91_stats"),
 )
 
+VERDICT_RULE = (
+    "Ours: mean ± 95% CI over seeds, at each recovery budget (SGD steps) where the claim rests on recovered networks. "
+    "Reproduced / not reproduced: the whole CI on one side of the claim's threshold; partly: direction right, magnitude "
+    "short, zero excluded; inconclusive: the CI spans the threshold ('detectable' is the smallest distance from it the "
+    "seeds could detect at 80% power); budget-sensitive: the verdict changes with the budget, or its margin shrinks "
+    "as the budget grows; not testable here: why is in the note."
+)
+
 VERDICT_COLOURS: dict[str, str] = {
     "reproduced": "#d9f2d9",
     "partly": "#fff3cd",
+    "inconclusive": "#dbe9f6",
+    "budget-sensitive": "#fde2c4",
     "not reproduced": "#f8d7da",
     "not testable here": "#e2e3e5",
 }
@@ -65,24 +76,41 @@ def _rel(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target, start)).as_posix()
 
 
+def claims_columns(claims: pd.DataFrame) -> list[str]:
+    """The claims-check columns a reader sees, in order: the claim, ours and the verdict per recovery
+    budget, the verdict across budgets with its trend, the reference run's verdict beside it, the note."""
+    budget_columns = [c for c in claims.columns if " @ " in c]
+    reference = [c for c in ("reference ours", "reference verdict", "quick vs reference") if c in claims]
+    return ["paper", "claim", "paper's number", *budget_columns, "ours", "verdict", "trend", "detectable", *reference, "note"]
+
+
 def _claims_html(claims: pd.DataFrame) -> str:
-    columns = ["paper", "claim", "paper's number", "ours", "verdict", "note"]
+    columns = [c for c in claims_columns(claims) if c in claims]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for _, row in claims.iterrows():
         cells = []
         for c in columns:
-            cls = f' class="{_verdict_class(row["verdict"])}"' if c == "verdict" else ""
-            cells.append(f"<td{cls}>{html.escape(str(row[c]))}</td>")
+            value = str(row[c])
+            coloured = value in VERDICT_COLOURS or value == "conflict"
+            cls = f' class="{_verdict_class("not reproduced" if value == "conflict" else value)}"' if coloured else ""
+            cells.append(f"<td{cls}>{html.escape(value)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def write_index(reports: str | Path, tables: str | Path, out: str | Path | None = None, title: str = "edgeprune report") -> Path:
+def write_index(
+    reports: str | Path,
+    tables: str | Path,
+    out: str | Path | None = None,
+    title: str = "edgeprune report",
+    reference: str | Path | None = None,
+) -> Path:
     """Write the index page (default ``<reports>/index.html``) and return its path.
 
     ``reports`` is searched for executed notebooks (``*.html``), ``tables`` for the tables of
-    the 90/91 stages (``claims.csv`` is shown inline when present).
+    the 90/91 stages (``claims.csv`` is shown inline when present); ``reference`` is the
+    committed reference run, named under the claims check.
     """
     reports, tables = Path(reports), Path(tables)
     if not reports.is_dir():
@@ -95,7 +123,14 @@ def write_index(reports: str | Path, tables: str | Path, out: str | Path | None 
              "which figures are modelled (device power) and which are measured.</p>"]  # fmt: skip
     claims = tables / "claims.csv"
     if claims.is_file():
-        parts += ["<h2>Claims check</h2>", _claims_html(pd.read_csv(claims, keep_default_na=False))]
+        table = pd.read_csv(claims, keep_default_na=False)
+        parts += ["<h2>Claims check</h2>", f"<p>{html.escape(VERDICT_RULE)}</p>", _claims_html(table)]
+        if reference is not None and "quick vs reference" in table:
+            conflicting = table[table["quick vs reference"] == "conflict"]["id"].tolist()
+            parts.append(
+                f"<p>Reference verdicts: {html.escape(describe(reference))}. Conflicts (reproduced here, not reproduced "
+                f"there, or the reverse): {html.escape(', '.join(conflicting) or 'none')}.</p>"
+            )
     parts.append("<h2>Where each paper table and figure comes from</h2><table><tr><th>paper item</th><th>here</th><th>notebook</th></tr>")
     by_stem: dict[str, list[Path]] = {}
     for page in pages:

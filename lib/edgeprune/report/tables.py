@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from edgeprune.claims import VERDICTS, claims_table
+from edgeprune.verdicts import VERDICTS, claims_table, compare_with_reference, conflicts
 from edgeprune.io import atomic_write
 from edgeprune.report.collect import Results, dense_reference, extra
 from edgeprune.report.evidence import claim_measurements
@@ -178,7 +178,7 @@ def ppo_density(res: Results) -> Table:
     """PPO vs static prune+quant per model: performance density (top-1 % per MB), top-1, size."""
     if not res.ppo:
         raise LookupError("no 50_ppo_prune_quant results: run the ppo stage")
-    comp = pd.concat([c.assign(model=m) for m, c in res.ppo.items()], ignore_index=True)
+    comp = pd.concat([res.ppo_comparison(m).assign(model=m) for m in res.ppo], ignore_index=True)
     metrics = {
         "ppo_density": ("PPO density %/MB", 1),
         "static_density": ("static density %/MB", 1),
@@ -197,7 +197,8 @@ def ppo_lth(res: Results) -> Table:
     if not res.ppo:
         raise LookupError("no 50_ppo_prune_quant results: run the ppo stage")
     frames = []
-    for model, c in res.ppo.items():
+    for model in res.ppo:
+        c = res.ppo_comparison(model)
         frames.append(pd.DataFrame({"model": model, "retraining": "fine-tune (final weights)", "seed": c["seed"],
                                     "top1": c["ppo_top1"], "top1_float": c["ft_top1_float"], "density": c["ppo_density"]}))
         frames.append(pd.DataFrame({"model": model, "retraining": "rewind (LTH, early weights)", "seed": c["seed"],
@@ -209,14 +210,22 @@ def ppo_lth(res: Results) -> Table:
 # --------------------------------------------------------------------------- claims
 
 
-def claims(res: Results) -> Table:
-    """The claims check: one row per claim, the paper's number, ours with its CI, the verdict."""
+def _headline(given: object) -> tuple[float | None, float | None]:
+    """(mean, CI half-width) of a claim's measurement at its largest budget."""
+    if isinstance(given, Mapping):
+        given = given[max(given)] if given else (None, None)
+    return given[0], given[1]
+
+
+def claims(res: Results, reference: pd.DataFrame | None = None) -> Table:
+    """The claims check: one row per claim, the paper's number, ours with its CI per recovery budget,
+    the verdict; with ``reference`` (the committed reference run's claims table), its verdict beside ours."""
     measured = claim_measurements(res)
     display = claims_table(measured)
-    numeric = display.assign(
-        mean=display["id"].map(lambda i: measured.get(i, (None,))[0]),
-        ci95=display["id"].map(lambda i: measured.get(i, (None, None))[1]),
-    )
+    if reference is not None:
+        display = compare_with_reference(display, reference)
+    headline = display["id"].map(lambda i: _headline(measured.get(i, (None, None))))
+    numeric = display.assign(mean=headline.map(lambda h: h[0]), ci95=headline.map(lambda h: h[1]))
     return numeric, display
 
 
@@ -262,18 +271,24 @@ CAPTIONS: dict[str, str] = {
 
 
 def claims_summary(numeric: pd.DataFrame) -> dict[str, object]:
-    """``dvc metrics`` view of the claims check: claims per verdict, and our mean for each claim."""
+    """``dvc metrics`` view of the claims check: claims per verdict, our mean for each claim (at its
+    largest budget) and, beside a reference run, the conflicts (reproduced vs not reproduced)."""
     counts = numeric["verdict"].value_counts()
-    return {
+    summary: dict[str, object] = {
         "verdicts": {v: int(counts.get(v, 0)) for v in VERDICTS},
         "ours": {row.id: (None if pd.isna(row.mean) else round(float(row.mean), 4)) for row in numeric.itertuples()},
     }
+    if "quick vs reference" in numeric:
+        summary["reference_conflicts"] = conflicts(numeric)["id"].tolist()
+    return summary
 
 
-def build_all(res: Results, power_profile: str = "rpi4") -> tuple[dict[str, Table], dict[str, str]]:
+def build_all(
+    res: Results, power_profile: str = "rpi4", reference: pd.DataFrame | None = None
+) -> tuple[dict[str, Table], dict[str, str]]:
     """Every table the results allow, and for each one they do not, the reason (a stage has not run)."""
     makers = {
-        "claims": claims,
+        "claims": lambda r: claims(r, reference),
         "akperl_table1": lambda r: akperl_table1(r, power_profile),
         "baselines_sweep": baselines_sweep,
         "qsa_compression": qsa_compression,
