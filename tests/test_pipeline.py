@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from edgeprune.claims import CLAIMS, VERDICTS
+from edgeprune.claims import CLAIMS
+from edgeprune.verdicts import VERDICTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,8 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert summary["counts"]["test"] == [40] * 10
     rows = pd.read_csv(work / "results/baselines/mobilenet_v3_small/rows.csv")
     assert set(rows.method) == {"none", "l1_filter", "magnitude_structured", "magnitude_unstructured"}
-    structured = rows[rows.method == "l1_filter"].iloc[0]
+    assert sorted(rows.recovery_steps.dropna().unique()) == [2, 4]  # the budget axis: tiny's two budgets
+    structured = rows[(rows.method == "l1_filter") & (rows.budget == 0)].iloc[0]
     dense = rows[rows.method == "none"].iloc[0]
     assert structured.macs < dense.macs and structured.params < dense.params
     akperl = pd.read_csv(work / "results/akperl/mobilenet_v3_small/rows.csv")
@@ -65,6 +67,7 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert set(power.stage) == {"baselines", "akperl", "qsa", "ppo"}  # every method's kept models costed
     claims = pd.read_csv(work / "results/tables/claims.csv", keep_default_na=False)
     assert len(claims) == len(CLAIMS) and set(claims.verdict) <= set(VERDICTS)
+    assert {"verdict @ 2 steps", "verdict @ 4 steps", "trend"} <= set(claims.columns)
     assert (claims.ours != "—").sum() >= 10  # most claims measured, even on tiny data
     assert (work / "results/tables/papers/akperl_table1.tex").is_file()
     assert (work / "results/tables/stats/welch.csv").is_file()
@@ -82,3 +85,22 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     assert "up to date" in run(["dvc", "status"], work).lower()  # .dvcignore: bytecode is no dependency
     metrics_shown = run(["dvc", "metrics", "show"], work)
     assert "top1" in metrics_shown and "verdicts.reproduced" in metrics_shown
+
+    # a change to any module a stage imports re-runs that stage (dvc.yaml deps are the import closure)
+    touched = {
+        "data": "stages/data.py", "train_dense@mobilenet_v3_small-0": "stages/dense.py",
+        "baselines@mobilenet_v3_small": "stages/baselines.py", "akperl@mobilenet_v3_small": "akperl/agent.py",
+        "qsa@mobilenet_v3_small": "qsa/cycle.py", "ppo@mobilenet_v3_small": "ppo/search.py",
+        "device_power": "stages/device_power.py", "tables": "report/tables.py", "stats": "report/analysis.py",
+        "report": "report/html.py",
+    }  # fmt: skip
+    for module in {*touched.values(), "recover/protocol.py"}:
+        path = work / "lib" / "edgeprune" / module
+        path.write_text(path.read_text() + "\n# a change\n")
+    status = json.loads(run(["dvc", "status", "--json"], work))
+    changed = {stage: {p for entry in entries if isinstance(entry, dict) for p in entry.get("changed deps", {})}
+               for stage, entries in status.items()}  # fmt: skip
+    for stage, module in touched.items():
+        assert f"lib/edgeprune/{module}" in changed.get(stage, set()), stage
+    for stage in ("baselines", "akperl", "qsa", "ppo"):  # the one recovery protocol is every method's dependency
+        assert "lib/edgeprune/recover/protocol.py" in changed[f"{stage}@mobilenet_v3_small"]
