@@ -157,6 +157,16 @@ def test_conditions_do_what_their_names_say(images: torch.Tensor) -> None:
     assert not torch.equal(noisy, data.apply_condition(smooth, "noise", 5, seed=1).float())
 
 
+def test_shifted_copies_are_reused_until_the_source_changes(images: torch.Tensor) -> None:
+    first = data.apply_condition(images, "blur", 3)
+    assert data.apply_condition(images, "blur", 3) is first  # the same images, blurred once
+    assert data.apply_condition(images, "noise", 3) is not first
+    assert data.apply_condition(images, "blur", 3) is first  # other conditions do not evict it
+    images += 1  # an in-place change of the source: never served stale
+    again = data.apply_condition(images, "blur", 3)
+    assert again is not first and not torch.equal(again, first)
+
+
 def test_condition_errors(images: torch.Tensor) -> None:
     with pytest.raises(KeyError, match="fog"):
         data.apply_condition(images, "fog")

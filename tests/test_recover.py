@@ -74,7 +74,7 @@ def test_bn_is_reestimated_before_training_only_for_pruned_networks(trained, dat
 
     monkeypatch.setattr(protocol, "fit", record)
     rec = recovery(data)
-    rec.recover(copy.deepcopy(trained), seed=0, pruned=False)
+    rec.recover(copy.deepcopy(trained), seed=0, pruned=False, bits={"0": 4})  # quantized only: dense statistics
     rec.recover(copy.deepcopy(trained), seed=0, pruned=True)
     torch.testing.assert_close(seen[0], trained[1].running_mean, rtol=0, atol=0)
     expected = prune.recalibrate_bn(copy.deepcopy(trained), rec.calib_x)[1].running_mean
@@ -97,9 +97,17 @@ def test_quantization_aware_only_below_eight_bits(trained, data, monkeypatch):
     monkeypatch.setattr(protocol, "fit", record)
     rec = recovery(data)
     for bits in ({"0": 8, "3": 8}, {"0": 4, "3": 8}, None):
-        model = rec.recover(copy.deepcopy(trained), seed=0, bits=bits, pruned=False)
+        model = rec.recover(copy.deepcopy(trained), seed=0, bits=bits, pruned=True)
         assert not any(hasattr(m, "parametrizations") for m in model.modules())  # quantizers removed after
     assert hooked == [False, True, False]
+
+
+def test_a_network_that_lost_nothing_is_returned_untouched(trained, data, monkeypatch):
+    monkeypatch.setattr(protocol, "fit", lambda *a, **k: pytest.fail("an unpruned 8-bit network was trained"))
+    for bits in (None, {"0": 8, "3": 8}):
+        model = recovery(data).recover(copy.deepcopy(trained), seed=0, pruned=False, bits=bits)
+        for name, value in trained.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
 
 
 def test_teacher_is_distilled_from_only_with_a_distillation_weight(trained, data, monkeypatch):

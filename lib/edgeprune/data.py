@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import weakref
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -238,15 +239,43 @@ def normalize(x: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN, std: Sequen
     return (x.float() / 255.0 - m) / s
 
 
+_SHIFTED: dict[int, tuple[weakref.ref, dict[tuple, torch.Tensor]]] = {}  # id(source) -> (weak ref, shifted copies)
+
+
+def _shifted_copies(x: torch.Tensor) -> dict[tuple, torch.Tensor]:
+    """The memo of ``x``'s shifted copies, dropped when ``x`` is garbage-collected (tensors compare
+    element-wise, so a ``WeakKeyDictionary`` cannot hold them: the memo is keyed by identity)."""
+    entry = _SHIFTED.get(id(x))
+    if entry is None or entry[0]() is not x:
+        entry = (weakref.ref(x, lambda _, key=id(x): _SHIFTED.pop(key, None)), {})
+        _SHIFTED[id(x)] = entry
+    return entry[1]
+
+
 def apply_condition(x: torch.Tensor, condition: str, severity: int = 3, seed: int = 0) -> torch.Tensor:
-    """Apply a distribution-shift condition to uint8 images, deterministically for a given seed."""
+    """Apply a distribution-shift condition to uint8 images, deterministically for a given seed.
+
+    The result is remembered per source tensor (weakly, and keyed on its version counter, so an
+    in-place change of ``x`` is never served stale): a stage measures every network on the same
+    test images under the same conditions, and blurring them once per network cost ~1 s a row.
+    """
     if condition not in CONDITIONS:
         raise KeyError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
     if not 1 <= severity <= 5:
         raise ValueError(f"severity must be in 1..5, got {severity}")
-    level = CONDITIONS[condition][severity - 1]
     if condition == "clean":
         return x
+    key = (condition, severity, seed, x._version)
+    memo = _shifted_copies(x)
+    if key not in memo:
+        for stale in [k for k in memo if k[3] != x._version]:  # copies of an older version of x
+            del memo[stale]
+        memo[key] = _shift(x, condition, CONDITIONS[condition][severity - 1], seed)
+    return memo[key]
+
+
+def _shift(x: torch.Tensor, condition: str, level: float, seed: int) -> torch.Tensor:
+    """``x`` under ``condition`` at ``level`` (the severity's CIFAR-10-C-like parameter)."""
     if condition == "noise":
         g = torch.Generator(device=x.device).manual_seed(seed)
         noisy = x.float() / 255.0 + level * torch.randn(x.shape, generator=g, device=x.device)

@@ -21,8 +21,12 @@ static retraining all recover through :meth:`Recovery.recover`, with the budgets
    on the calibration images. At 8 bits and above the float network is fine-tuned and
    quantized afterwards (post-training), which loses little at 8 bits.
 
-The batch is clamped to the images available (a controller's small buffer); a params
-file cannot ask for more (:class:`~edgeprune.recover.params.FinetuneParams` checks it).
+A network that was neither pruned nor quantized below 8 bits has lost nothing and is
+returned untouched: a dense network fine-tuned again from a fresh learning rate on a few
+thousand images would only drift from its converged weights (PPO's static choice is often
+"no pruning, 8 bits"). The batch is clamped to the images available (a controller's small
+buffer); a params file cannot ask for more (:class:`~edgeprune.recover.params.FinetuneParams`
+checks it).
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ class Recovery:
         budget = p.budgets[budget] if isinstance(budget, int) else budget
         split = self.train if train is None else train
         calib = self.calib_x if calib_x is None else calib_x
+        quantized = bool(bits) and min(bits.values()) < 8
+        if not pruned and not quantized:  # nothing was lost: nothing to recover
+            return model.cpu().eval()
         model = model.to(self.device)
         if pruned:
             recalibrate_bn(model, calib)
@@ -132,7 +139,7 @@ class Recovery:
             distill_temperature=p.distill_temperature,
         )  # fmt: skip
         drawn = split.subset(plan.images, seed=seed)
-        qat = {name: b for name, b in (bits or {}).items()} if bits and min(bits.values()) < 8 else None
+        qat = dict(bits) if quantized else None
         if qat is None:
             fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         else:
