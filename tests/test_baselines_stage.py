@@ -6,7 +6,7 @@ import torch
 
 from edgeprune import prune
 from edgeprune.models import create_model
-from edgeprune.stages.baselines import architecture_key
+from edgeprune.measure import architecture_key
 
 
 def test_architecture_key_matches_same_structure_only() -> None:

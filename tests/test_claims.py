@@ -133,6 +133,8 @@ def test_a_shrinking_margin_is_budget_sensitive_a_stable_one_is_not():
     assert failing["verdict"] == "budget-sensitive"
     steady_fail = _axis(_claim("at_most", 1.0, unit="pt"), (8, 5.6, 1.0), (64, 5.5, 1.0))
     assert steady_fail["verdict"] == "not reproduced"
+    crossing = _axis(_claim("at_most", 0.05, digits=3), (8, 0.047, 0.0), (64, 0.090, 0.0))  # a p-value: no CI
+    assert crossing["verdict"] == "budget-sensitive" and "across the threshold" in crossing["trend"]
 
 
 def test_budget_independent_claims_and_mixed_tables():

@@ -165,6 +165,9 @@ def test_shifted_copies_are_reused_until_the_source_changes(images: torch.Tensor
     images += 1  # an in-place change of the source: never served stale
     again = data.apply_condition(images, "blur", 3)
     assert again is not first and not torch.equal(again, first)
+    with torch.inference_mode():  # inference tensors carry no version counter: computed afresh
+        frozen = images.clone()
+        assert torch.equal(data.apply_condition(frozen, "blur", 3), again)
 
 
 def test_condition_errors(images: torch.Tensor) -> None:

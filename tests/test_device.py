@@ -22,7 +22,7 @@ from edgeprune.device import (
     run_benchmark,
     sidecar_path,
 )
-from edgeprune.power.model import layer_costs
+from edgeprune.counting import layer_costs
 
 from fake_boards import JETSON_NANO, fake_board, restore_torch_state  # noqa: F401 (fixture)
 

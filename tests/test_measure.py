@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+from torch.utils.flop_counter import FlopCounterMode
 
 from edgeprune import measure
+from edgeprune.counting import layer_costs
 from edgeprune.results import COLUMNS, SHIFT_CONDITIONS, append_rows, read_table
 
 
@@ -71,12 +73,19 @@ def test_k_bit_weights_are_packed_with_scales():
         measure.model_size(tiny_model(), bits={"0.weight": 0})
 
 
-def test_macs_match_hand_count():
+def test_macs_match_hand_count_and_flop_counter():
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Flatten(), nn.Linear(256, 2)
-    )
-    # conv 8*8 positions x 4 out x 3 in x 9; depthwise 8*8 x 4 x 9; linear 256 x 2.
-    assert measure.count_macs(model, (3, 8, 8)) == 64 * 4 * 27 + 64 * 4 * 9 + 512
+        nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 6, 1, stride=2),
+        nn.Flatten(), nn.Linear(96, 2),
+    )  # fmt: skip
+    # conv 8*8 positions x 4 out x 3 in x 9; depthwise 8*8 x 4 x 9; pointwise stride 2: 4*4 x 6 x 4; linear 96 x 2
+    hand = 64 * 4 * 27 + 64 * 4 * 9 + 16 * 6 * 4 + 96 * 2
+    assert measure.count_macs(model, (3, 8, 8)) == hand
+    assert [c.macs for c in layer_costs(model, (1, 3, 8, 8))] == [64 * 4 * 27, 64 * 4 * 9, 16 * 6 * 4, 96 * 2]
+    flops = FlopCounterMode(display=False)
+    with torch.no_grad(), flops:
+        model(torch.zeros(1, 3, 8, 8))
+    assert flops.get_total_flops() // 2 == hand  # torch's own counter agrees on convs, depthwise and linear
 
 
 def test_latency_returns_requested_statistics():

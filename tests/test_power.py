@@ -28,7 +28,8 @@ from edgeprune.power.meters import (
     read_nvpmodel,
     reading_from_trace,
 )
-from edgeprune.power.model import LayerCost, default_precision, estimate, layer_costs, layer_latencies
+from edgeprune.counting import LayerCost, layer_costs
+from edgeprune.power.model import default_precision, estimate, layer_latencies
 from edgeprune.power.profiles import available_profiles, load_profile
 
 # --- fake sensors ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The three papers' claims, each stated so that one of our measurements can check it.
 
-Numbers come from the papers as summarised in ``shared/ANCHORS.md`` ("What the three papers
+Numbers come from the papers as the project's steering notes summarise them (``ANCHORS.md``
+in the shared folder beside the checkout, not in this repository: "What the three papers
 claim"). Where a claim is relative (a drop, a reduction, a ratio) it is stated relative here
 too, so it can be checked on CIFAR-10 and our devices; the arithmetic from the paper's table
 is written in the claim text. Tolerances marked "ours" are this project's choice, not the

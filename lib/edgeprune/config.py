@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
 from edgeprune.fields import ConditionSet, ModelNames, Seeds
+from edgeprune.power.params import DevicePowerParams
 from edgeprune.ppo.params import PPOParams
 from edgeprune.qsa.params import QSAParams
 from edgeprune.recover.params import FinetuneParams
-from edgeprune.power.params import DevicePowerParams
+from edgeprune.schema import Section
 
 PROFILES = ("quick", "paper", "reference", "tiny")
 
@@ -33,11 +34,7 @@ class ParamsError(ValueError):
     """A params file that does not validate; the message names the file and the key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataParams(_Section):
+class DataParams(Section):
     """Raw data and its decoding (stage 00_data)."""
 
     archive: str = "data/cifar10-jpeg.zip"
@@ -47,14 +44,14 @@ class DataParams(_Section):
     split_seed: int = Field(0, ge=0)
 
 
-class ShiftParams(_Section):
+class ShiftParams(Section):
     """Distribution-shift conditions for the dynamic experiments."""
 
     conditions: ConditionSet = Field(default_factory=lambda: list(CONDITIONS))
     severity: int = Field(3, ge=1, le=5)
 
 
-class TrainParams(_Section):
+class TrainParams(Section):
     """Dense training (stage 10_train_dense): SGD + one-cycle, label smoothing, CIFAR augmentation."""
 
     models: ModelNames = Field(min_length=1)
@@ -78,7 +75,7 @@ class TrainParams(_Section):
         return self
 
 
-class BaselineParams(_Section):
+class BaselineParams(Section):
     """Static pruning baselines (stage 20_baselines)."""
 
     methods: list[Literal["l1_filter", "magnitude_structured", "magnitude_unstructured"]] = Field(min_length=1)
@@ -116,7 +113,7 @@ class BaselineParams(_Section):
         return self
 
 
-class Params(_Section):
+class Params(Section):
     """The whole params.yaml."""
 
     profile: Literal["quick", "paper", "reference", "tiny", "custom"] = "custom"

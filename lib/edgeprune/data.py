@@ -256,8 +256,9 @@ def apply_condition(x: torch.Tensor, condition: str, severity: int = 3, seed: in
     """Apply a distribution-shift condition to uint8 images, deterministically for a given seed.
 
     The result is remembered per source tensor (weakly, and keyed on its version counter, so an
-    in-place change of ``x`` is never served stale): a stage measures every network on the same
-    test images under the same conditions, and blurring them once per network cost ~1 s a row.
+    in-place change of ``x`` is never served stale; inference-mode tensors, which have no
+    counter, are not remembered): a stage measures every network on the same test images
+    under the same conditions, and blurring them once per network cost ~1 s a row.
     """
     if condition not in CONDITIONS:
         raise KeyError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
@@ -265,12 +266,15 @@ def apply_condition(x: torch.Tensor, condition: str, severity: int = 3, seed: in
         raise ValueError(f"severity must be in 1..5, got {severity}")
     if condition == "clean":
         return x
+    level = CONDITIONS[condition][severity - 1]
+    if x.is_inference():  # no version counter to check against: computed afresh
+        return _shift(x, condition, level, seed)
     key = (condition, severity, seed, x._version)
     memo = _shifted_copies(x)
     if key not in memo:
         for stale in [k for k in memo if k[3] != x._version]:  # copies of an older version of x
             del memo[stale]
-        memo[key] = _shift(x, condition, CONDITIONS[condition][severity - 1], seed)
+        memo[key] = _shift(x, condition, level, seed)
     return memo[key]
 
 

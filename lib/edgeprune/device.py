@@ -95,7 +95,8 @@ def export_model(
     2/3 of the export time); a caller that compares the loaded export's outputs with
     ``model``'s may skip it.
     """
-    from edgeprune.power.model import default_precision, layer_costs
+    from edgeprune.counting import layer_costs
+    from edgeprune.power.model import default_precision
 
     path = Path(path)
     if path.suffix != ".pt":
@@ -307,7 +308,8 @@ def run_benchmark(
         result.update(energy_per_image_mj=metered["energy_per_image_mj"], mean_power_mw=metered["mean_power_mw"],
                       meter=metered["reading"], metered_images=metered["images"], source=meter.source)
     elif power_profile is not None:
-        from edgeprune.power.model import LayerCost, estimate
+        from edgeprune.counting import LayerCost
+        from edgeprune.power.model import estimate
 
         if "layers" not in meta:
             raise KeyError(f"sidecar of {path} has no 'layers': re-export to model power from it")

@@ -34,6 +34,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def write_csv_atomic(frame: Any, path: str | os.PathLike[str], *, index: bool = False) -> None:
+    """Write a pandas DataFrame as CSV (without its index unless asked), atomically."""
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=index)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.is_file():

@@ -6,7 +6,7 @@ through :func:`report`, which fills one row of :data:`edgeprune.results.COLUMNS`
 Conventions, used the same way everywhere:
 
 - **MACs** are multiply-accumulates of convolutions and matrix products for one image,
-  counted by :class:`torch.utils.flop_counter.FlopCounterMode` (its FLOPs / 2).
+  counted by :mod:`edgeprune.counting` (forward hooks; the project's one counter).
   Element-wise ops (BN, activations, pooling, adds) are not counted. A masked model
   is counted dense: its zeros are still multiplied by dense kernels.
 - **Stored size** counts every tensor an inference copy needs at its real bit-width
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from torch.utils.flop_counter import FlopCounterMode
+
+from edgeprune import counting
 
 if TYPE_CHECKING:
     from edgeprune.prune import PruneReport
@@ -104,19 +105,20 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int] = INPUT_SHAPE) -> int:
-    """Multiply-accumulates of one forward pass on one image (conv and matmul only)."""
+    """Multiply-accumulates of one forward pass on one image (conv and matmul only;
+    :mod:`edgeprune.counting`, the project's one counter)."""
     if is_quantized(model):
         raise ValueError("count_macs needs the float model; int8 conversion does not change MACs")
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters())
-    counter = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), counter:
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops() // 2
+    return counting.count_macs(model, input_shape)
+
+
+def architecture_key(model: nn.Module) -> tuple:
+    """Names and shapes of every tensor, sorted: equal keys mean equal compute (and latency).
+
+    Sorted because ``torch.nn.utils.prune.remove`` re-registers a weight after its bias, which
+    changes the state-dict order but not the network.
+    """
+    return tuple(sorted((name, tuple(t.shape)) for name, t in model.state_dict().items()))
 
 
 # --------------------------------------------------------------------------- bytes

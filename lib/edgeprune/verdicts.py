@@ -161,7 +161,12 @@ def _trend(claim: Claim, measured: list[tuple[int, Measurement, Judgement]]) -> 
     (_, m0, j0), (_, m1, j1) = measured[0], measured[-1]
     noise = math.hypot(*(0.0 if _missing(j.half) else j.half for j in (j0, j1)))
     change = abs(j0.margin) - abs(j1.margin)
-    way = "toward the threshold" if change > noise else "away from the threshold" if -change > noise else "flat (within noise)"
+    if abs(j1.margin - j0.margin) <= noise:
+        way = "flat (within noise)"
+    elif (j0.margin > 0) != (j1.margin > 0):
+        way = "across the threshold"
+    else:
+        way = "toward the threshold" if change > 0 else "away from the threshold"
     unit = f" {claim.unit}" if claim.unit else ""
     return f"{m0.mean:.{claim.digits}f} → {m1.mean:.{claim.digits}f}{unit}, {way}"
 

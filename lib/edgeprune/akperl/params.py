@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeprune.fields import ConditionSet, ModelNames
+from edgeprune.schema import Section
 
 ABLATIONS = ("no_stats", "no_power", "uniform")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DQNParams(_Section):
+class DQNParams(Section):
     """Stable-Baselines3 ``DQN`` hyper-parameters (MLP Q-network)."""
 
     steps: int = Field(40, ge=10, description="environment steps per training run")
@@ -37,7 +34,7 @@ class DQNParams(_Section):
     net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, description="hidden layer widths")
 
 
-class AkperlParams(_Section):
+class AkperlParams(Section):
     """AKPERL: a DQN picks per-layer filter-pruning levels, rewarded for accuracy, against power and intensity."""
 
     models: ModelNames = Field(default_factory=lambda: ["mobilenet_v3_small"], min_length=1, description="models (DVC matrix)")

@@ -30,7 +30,7 @@ from torch import nn
 
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.models import BasicBlock
-from edgeprune.power.model import layer_costs
+from edgeprune.counting import layer_costs
 from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, classifier_name, group_producers, prunable_layers
 
 LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)

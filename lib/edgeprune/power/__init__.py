@@ -28,7 +28,7 @@ from edgeprune.power.meters import (
 _LAZY = {
     "DeviceProfile": "profiles",
     "Estimate": "model",
-    "LayerCost": "model",
+    "LayerCost": "model",  # defined in edgeprune.counting, used by the model
     "available_profiles": "profiles",
     "default_precision": "model",
     "estimate": "model",

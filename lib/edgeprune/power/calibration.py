@@ -19,7 +19,8 @@ import torch
 import torchvision
 from scipy.optimize import least_squares
 
-from edgeprune.power.model import LayerCost, layer_costs, layer_latencies
+from edgeprune.counting import LayerCost, layer_costs
+from edgeprune.power.model import layer_latencies
 from edgeprune.power.profiles import CalibrationPoint, DeviceProfile, available_profiles, load_profile
 
 FIT_SOURCE = "fitted by `python -m edgeprune.power calibrate --fit` to this profile's calibration points"

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeprune.power.profiles import DeviceProfile, available_profiles, load_profile
+from edgeprune.schema import Section
 
 STAGE = "device"
 """The results folder of the device-power stage (``results/device``); no method stage may take its name."""
@@ -23,10 +24,9 @@ def _profile(name: str) -> DeviceProfile:
         raise ValueError(err.args[0]) from None
 
 
-class DevicePowerParams(BaseModel):
+class DevicePowerParams(Section):
     """Device latency and power (stage 60_device_power). Defaults are the TINY values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     stages: list[str] = Field(
         default_factory=lambda: ["baselines"], min_length=1,

@@ -5,10 +5,11 @@ params schema does not pull in Torch-Pruning or stable-baselines3):
 
 - :mod:`~edgeprune.ppo.params` - the ``ppo`` section of params.yaml;
 - :mod:`~edgeprune.ppo.pruning` - first-order Taylor channel importance, pruning plans
-  that can be replayed on other weights (lottery-ticket rewinding), BN recalibration;
-- :mod:`~edgeprune.ppo.search` - the cached accuracy / size oracle of the search;
-- :mod:`~edgeprune.ppo.retrain` - retraining a chosen structure (fine-tuning or
-  lottery-ticket rewinding), quantization-aware;
+  that can be replayed on other weights (lottery-ticket rewinding);
+- :mod:`~edgeprune.ppo.search` - the cached accuracy / size oracle of the search (BN
+  statistics re-estimated for pruned candidates);
+- :mod:`~edgeprune.ppo.retrain` - a chosen structure replayed on the final or the rewound
+  weights and recovered with the shared protocol (:mod:`edgeprune.recover`);
 - :mod:`~edgeprune.ppo.agent` - the stable-baselines3 PPO agent, its DVCLive log and
   the extraction of the final policy.
 

@@ -8,15 +8,15 @@ other method).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeprune.fields import SUPPORTED_BITS, ModelNames, Seeds
+from edgeprune.schema import Section
 
 
-class PPOParams(BaseModel):
+class PPOParams(Section):
     """PPO prune + quantize: search space, reward, agent, search budget, retraining, report."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # what and how often
     models: ModelNames = Field(

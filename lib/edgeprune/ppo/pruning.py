@@ -60,10 +60,6 @@ class PrunePlan:
     def to_json(self) -> dict[str, list[int]]:
         return {root: list(idxs) for root, idxs in self.removed}
 
-    @classmethod
-    def from_json(cls, obj: dict[str, list[int]]) -> PrunePlan:
-        return cls(tuple((root, tuple(int(i) for i in idxs)) for root, idxs in obj.items()))
-
     @property
     def removes_channels(self) -> bool:
         """Whether the plan removes any channel at all."""

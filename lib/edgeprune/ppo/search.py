@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from edgeprune import fakequant
+from edgeprune.counting import layer_costs
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, count_params, model_size
 from edgeprune.ppo.pruning import ChannelGroup, PrunePlan, apply_plan, make_plan
@@ -79,24 +80,7 @@ def describe_layers(
     layers = fakequant.quantized_layers(model)
     owner = {member: g for g, group in enumerate(groups) for member in group.members}
     leaders = {group.members[0] for group in groups if group.members}
-    macs: dict[str, int] = {}
-
-    def hook(name: str):
-        def count(module: nn.Module, _args: tuple, out: torch.Tensor) -> None:
-            positions = out[0].numel() // out.shape[1] if out.dim() > 2 else 1  # output pixels of a conv
-            macs[name] = module.weight.numel() * positions
-
-        return count
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    macs = {cost.name: cost.macs for cost in layer_costs(model, (1, *input_shape))}
     infos = []
     for name, m in layers.items():
         if isinstance(m, nn.Linear):

@@ -16,11 +16,12 @@ params schema does not pull in Torch-Pruning or the int8 toolchain):
 - :mod:`~edgeprune.qsa.autoencoder` - the QSA (int8 fake-quantized, L1-sparse) and its
   batched training along a λ path;
 - :mod:`~edgeprune.qsa.masks` - QSA scores -> Torch-Pruning group importance ->
-  physically pruned copies; BN recalibration; the int8 size estimate;
-- :mod:`~edgeprune.qsa.threshold` - histogram KL, compression curves and the search
-  for τ;
+  physically pruned copies; the int8 size estimate;
+- :mod:`~edgeprune.qsa.threshold` - histogram KL (after BN re-estimation), compression
+  curves and the search for τ;
 - :mod:`~edgeprune.qsa.controller` - the non-stationary stream and the drift controller;
-- :mod:`~edgeprune.qsa.cycle` - the re-prune cycle (QSA retrain, masks, prune, int8).
+- :mod:`~edgeprune.qsa.cycle` - the re-prune cycle (QSA retrain, masks, prune, recovery
+  on the recent buffer with the shared protocol, int8).
 """
 
 from edgeprune.qsa.params import ControllerParams, QSAParams

@@ -192,13 +192,6 @@ def fit_qsa(
     return qsa.eval()
 
 
-@torch.no_grad()
-def reconstruction_error(qsa: QSA, x: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of each int8 autoencoder on ``x`` (count, N, C), rescaled units."""
-    z = qsa.rescale(x.float() if x.dim() == 3 else x.float().unsqueeze(0))
-    return (qsa(z) - z).pow(2).mean((1, 2))
-
-
 @dataclass
 class LayerQSAs:
     """The QSAs of a model's layers: layers of equal width share one batched :class:`QSA`."""

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeprune.fields import ConditionStream, ModelNames, Seeds
+from edgeprune.schema import Section
 
 # The structured static methods of edgeprune.prune (kept literal: importing it would pull
 # Torch-Pruning into the params schema; a test checks they agree).
 BASELINES = ("magnitude_structured", "l1_filter")
 
 
-class ControllerParams(BaseModel):
+class ControllerParams(Section):
     """The drift controller on the non-stationary stream."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     conditions: ConditionStream = Field(
         default_factory=lambda: ["clean", "noise", "blur", "low_light", "low_contrast", "clean"],
@@ -51,10 +51,9 @@ class ControllerParams(BaseModel):
     )
 
 
-class QSAParams(BaseModel):
+class QSAParams(Section):
     """Quantized sparse autoencoders choose the masks; KL chooses the threshold (stage 40_qsa)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: ModelNames = Field(default_factory=lambda: ["mobilenet_v3_small"], min_length=1, description="models (DVC matrix)")
     seeds: Seeds = Field(default_factory=lambda: [0], description="method seeds (QSA init, data subsets, fine-tuning)")

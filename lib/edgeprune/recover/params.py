@@ -7,10 +7,12 @@ a weight outside [0, 1] and a batch larger than a budget's images each name the 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from edgeprune.schema import Section
 
 
-class Budget(BaseModel):
+class Budget(Section):
     """How much recovery a network gets: ``steps`` SGD steps, or ``epochs`` passes over ``images``.
 
     ``steps: N`` draws N x ``finetune.batch_size`` training images and passes over them once,
@@ -18,7 +20,6 @@ class Budget(BaseModel):
     overrides ``finetune.lr`` for this budget (a longer schedule can afford a larger step).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     steps: int | None = Field(None, gt=0, description="SGD steps (images drawn: steps x batch_size, one pass)")
     images: int | None = Field(None, gt=0, description="train images drawn per seed (null = all); with epochs")
@@ -34,7 +35,7 @@ class Budget(BaseModel):
         return self
 
 
-class FinetuneParams(BaseModel):
+class FinetuneParams(Section):
     """Recovery after pruning or quantization, shared by every method (:mod:`edgeprune.recover`).
 
     Every method comparison that a claim rests on is recovered at each budget of ``budgets``
@@ -42,7 +43,6 @@ class FinetuneParams(BaseModel):
     figures).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     budgets: list[Budget] = Field(
         default_factory=lambda: [Budget(steps=2)],

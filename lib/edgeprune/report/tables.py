@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from edgeprune.verdicts import VERDICTS, claims_table, compare_with_reference, conflicts
 from edgeprune.io import atomic_write
 from edgeprune.report.collect import Results, dense_reference, extra
 from edgeprune.report.evidence import claim_measurements
 from edgeprune.stats import format_summary, summarise
+from edgeprune.verdicts import VERDICTS, claims_table, compare_with_reference, conflicts
 
 __all__ = [
     "AKPERL_PAPER_TABLE1",
@@ -39,7 +39,7 @@ __all__ = [
 Table = tuple[pd.DataFrame, pd.DataFrame]
 
 AKPERL_PAPER_TABLE1: dict[str, tuple[float, float, float, float]] = {
-    # AKPERL Table 1, MobileNetV3 (shared/ANCHORS.md): top-1 %, power mW, inference ms, sparsity %
+    # AKPERL Table 1, MobileNetV3 (the steering notes' ANCHORS.md): top-1 %, power mW, inference ms, sparsity %
     "none": (72.5, 150.0, 20.0, 0.0),
     "l1_filter": (68.0, 120.0, 18.0, 30.0),
     "magnitude_structured": (67.5, 115.0, 17.0, 35.0),

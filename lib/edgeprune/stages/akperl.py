@@ -46,14 +46,12 @@ from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
 from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
+from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.config import Params
 from edgeprune.data import PreparedData, Split, load_prepared
-from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
+from edgeprune.io import read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
-from edgeprune.stages.baselines import architecture_key
-from edgeprune.stages.baselines import dense_seed_for as dense_seed
-from edgeprune.stages.dense import load_dense
 from edgeprune.stats import format_summary, summarise
 from edgeprune.train import resolve_device, set_threads
 
@@ -74,11 +72,6 @@ def _timed(timing: dict[str, float], name: str) -> Iterator[None]:
     yield
     timing[f"{name}_s"] = time.perf_counter() - wall
     timing[f"{name}_cpu_s"] = time.process_time() - cpu
-
-
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        df.to_csv(tmp, index=False)
 
 
 def build_task(params: Params, data: PreparedData, model: nn.Module, device: torch.device) -> PruningTask:
@@ -252,7 +245,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
     report = dict(conditions=(), severity=params.shift.severity, int8=False, repeats=p.latency_repeats, warmup=2,
                   eval_batch_size=params.train.eval_batch_size, device="cpu", model_name=model_name)  # fmt: skip
     extra = {
-        "dense_seed": dense_seed(params, run.seed),
+        "dense_seed": dense_seed_for(params, run.seed),
         "coefficients": [run.coefficients.alpha, run.coefficients.beta, run.coefficients.gamma, run.coefficients.lam],
     }
     rows = []
@@ -267,7 +260,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
         networks.append(("akperl", nets.akperl(nets.clean_levels, budget), {"levels": levels}))
         for method, net, more in networks:
             setting = "clean-config" if method == "akperl" else f"s{s_clean:.2f}"
-            arch = architecture_key(net)
+            arch = measure.architecture_key(net)
             row = measure.report(net, test.x, test.y, method=method, setting=setting, seed=run.seed,
                                  pruning=_prune_report(method, nets.dense, net, s_clean),
                                  extra={**power.summary(net), **extra, **more},
@@ -317,7 +310,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     dense_models: dict[int, nn.Module] = {}
 
     def task_for(seed: int) -> PruningTask:
-        d = dense_seed(params, seed)
+        d = dense_seed_for(params, seed)
         if d not in tasks:
             dense_models[d] = load_dense(paths, model_name, d)
             tasks[d] = build_task(params, data, dense_models[d], device)
@@ -328,7 +321,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     rows, frames = [], []
     with _timed(timing, "networks_and_measurement"):
         for run_ in search.runs:
-            d = dense_seed(params, run_.seed)
+            d = dense_seed_for(params, run_.seed)
             nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], recovery)
             with_dense = not any(r["method"] == "none" and r["seed"] == d for r in rows)
             rows += _table1_rows(nets, test, model_name, with_dense=with_dense)
@@ -346,13 +339,13 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     table_path.unlink(missing_ok=True)  # this stage owns its table: a re-run replaces it whole
     results.append_rows(table_path, rows)
     every = [*search.grid_runs, *search.runs, *search.ablation_runs]
-    _write_csv(search.grid, out / "grid.csv")
-    _write_csv(pd.DataFrame([r.summary() for r in [*search.runs, *search.ablation_runs]]), out / "runs.csv")
-    _write_csv(pd.concat([r.episodes.assign(label=r.label, seed=r.seed) for r in every]), out / "episodes.csv")
-    _write_csv(pd.concat([r.policy.assign(label=r.label, seed=r.seed) for r in every]), out / "policies.csv")
-    _write_csv(ablations, out / "ablations.csv")
-    _write_csv(pd.concat(frames, ignore_index=True), out / "stream.csv")
-    _write_csv(pd.DataFrame([asdict(u) for u in task_for(p.seeds[0]).units]), out / "units.csv")
+    write_csv_atomic(search.grid, out / "grid.csv")
+    write_csv_atomic(pd.DataFrame([r.summary() for r in [*search.runs, *search.ablation_runs]]), out / "runs.csv")
+    write_csv_atomic(pd.concat([r.episodes.assign(label=r.label, seed=r.seed) for r in every]), out / "episodes.csv")
+    write_csv_atomic(pd.concat([r.policy.assign(label=r.label, seed=r.seed) for r in every]), out / "policies.csv")
+    write_csv_atomic(ablations, out / "ablations.csv")
+    write_csv_atomic(pd.concat(frames, ignore_index=True), out / "stream.csv")
+    write_csv_atomic(pd.DataFrame([asdict(u) for u in task_for(p.seeds[0]).units]), out / "units.csv")
     timing["total_s"], timing["total_cpu_s"] = time.perf_counter() - wall, time.process_time() - cpu
     chosen = search.chosen
     summary = {

@@ -23,32 +23,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeprune import measure, prune, results
+from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.config import Params
 from edgeprune.data import load_prepared
 from edgeprune.io import save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
-from edgeprune.stages.dense import load_dense
 from edgeprune.stats import by_budget, format_mean_ci, mean_ci, summarise
 from edgeprune.train import resolve_device, set_threads
 
 STAGE = "baselines"
 STRUCTURED = ("l1_filter", "magnitude_structured")
 _LATENCY_COLUMNS = tuple(c for c in results.COLUMNS if "latency" in c) + ("layout", "cpu_load_1min")
-
-
-def architecture_key(model: nn.Module) -> tuple:
-    """Names and shapes of every tensor, sorted: equal keys mean equal compute.
-
-    Sorted because ``prune.remove`` re-registers a weight after its bias, which changes
-    the state-dict order but not the network.
-    """
-    return tuple(sorted((name, tuple(t.shape)) for name, t in model.state_dict().items()))
-
-
-def dense_seed_for(params: Params, seed: int) -> int:
-    """The dense model a statistical seed starts from: its own when trained, else the first."""
-    return seed if seed in params.train.seeds else params.train.seeds[0]
 
 
 def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
@@ -94,7 +80,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
                 model = copy.deepcopy(template)
                 if budget is not None:
                     model = prune.bake_masks(recovery.recover(model, seed=seed, budget=budget, teacher=dense))
-                arch = architecture_key(model)
+                arch = measure.architecture_key(model)
                 row = measure.report(
                     model.eval(),
                     test.x,
@@ -103,10 +89,11 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
                     method=method,
                     setting="dense" if method == "none" else f"s{sparsity:.2f}",
                     seed=seed,
-                    conditions=[c for c in params.shift.conditions if c != "clean"],
+                    # the budget axis compares clean top-1 only: no shift conditions, no int8 copy there
+                    conditions=[c for c in params.shift.conditions if c != "clean"] if not budget else [],
                     severity=params.shift.severity,
                     pruning=report,
-                    int8=cfg.int8,
+                    int8=cfg.int8 and not budget,
                     calib_x=calib_x,
                     latency=arch not in latency_cache,
                     warmup=cfg.latency_warmup,

@@ -84,17 +84,6 @@ def run(params: Params, paths: ResultPaths, model_name: str, seed: int) -> dict:
     return metrics
 
 
-def load_dense(paths: ResultPaths, model_name: str, seed: int, which: str = "model") -> torch.nn.Module:
-    """Rebuild a trained dense model (``which`` = "model" for final, "rewind" for early weights)."""
-    path = paths.dense(model_name, seed) / f"{which}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the 10_train_dense stage for {model_name} seed {seed}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = create_model(blob["model"], num_classes=blob["num_classes"])
-    model.load_state_dict(blob["state_dict"])
-    return model.eval()
-
-
 def history(paths: ResultPaths, model_name: str, seed: int) -> pd.DataFrame:
     return pd.read_csv(paths.dense(model_name, seed) / "history.csv")
 

@@ -46,7 +46,8 @@ from edgeprune.io import atomic_write, load_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.power.meters import Meter, best_meter
 from edgeprune.power.params import STAGE, DevicePowerParams
-from edgeprune.power.model import LayerCost, estimate, layer_costs
+from edgeprune.counting import LayerCost, layer_costs
+from edgeprune.power.model import estimate
 from edgeprune.power.profiles import DeviceProfile, available_profiles, load_profile
 from edgeprune.quant import default_backend, quantize_int8
 from edgeprune.train import set_threads

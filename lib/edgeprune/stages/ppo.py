@@ -45,9 +45,10 @@ from dvclive import Live
 from torch import nn
 
 from edgeprune import fakequant, measure, results, stats
+from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.data import PreparedData, load_prepared, normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv, density_reward
-from edgeprune.io import atomic_write, read_json, save_module, write_json_atomic
+from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_policy, train_agent
 from edgeprune.ppo.pruning import taylor_groups
@@ -55,7 +56,6 @@ from edgeprune.ppo.retrain import retrain
 from edgeprune.ppo.search import BYTES_PER_MB, CompressionSearch, Outcome
 from edgeprune.prune import PruneReport
 from edgeprune.recover.protocol import Recovery
-from edgeprune.stages.dense import load_dense
 from edgeprune.train import evaluate, resolve_device, set_threads
 
 if TYPE_CHECKING:
@@ -75,11 +75,6 @@ def out_dir(paths: ResultPaths, model_name: str) -> Path:
 
 def checkpoint_path(paths: ResultPaths, model_name: str, seed: int) -> Path:
     return paths.root / "checkpoints" / STAGE / model_name / f"s{seed}.json"
-
-
-def dense_seed_for(params: Params, seed: int) -> int:
-    """The dense model a seed compresses: its own when trained, else the first dense seed."""
-    return seed if seed in params.train.seeds else params.train.seeds[0]
 
 
 # --------------------------------------------------------------------------- per dense model
@@ -362,11 +357,6 @@ def _resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return record if record.get("fingerprint") == fingerprint else None
 
 
-def _write_csv(df: pd.DataFrame, path: Path, **kwargs: Any) -> None:
-    with atomic_write(path) as tmp:
-        df.to_csv(tmp, **kwargs)
-
-
 def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     """Run every seed of ``params.ppo`` for ``model_name`` and write the stage's files.
 
@@ -409,20 +399,20 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
             "select_dense_top1", "finalists", "static_finalists", "plan", "policy",
         )  # fmt: skip
         write_json_atomic(out / f"s{seed}" / "policy.json", {k: record[k] for k in keys})
-        _write_csv(pd.DataFrame(record["episodes"]).rename_axis("episode"), out / f"s{seed}" / "episodes.csv")
+        write_csv_atomic(pd.DataFrame(record["episodes"]).rename_axis("episode"), out / f"s{seed}" / "episodes.csv", index=True)
     with atomic_write(out / "models" / "ppo-policy-ft.pt") as tmp:  # kept for the device-power stage
         shutil.copyfile(kept_model_path(paths, model_name, cfg.seeds[0]), tmp)
     rows_path = paths.method_rows(STAGE, model_name)
     rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
     results.append_rows(rows_path, [row for record in records for row in record["rows"]])
     comparison = compare(records)
-    _write_csv(comparison, out / "comparison.csv", index=False)
+    write_csv_atomic(comparison, out / "comparison.csv")
     grid = [
         {"dense_seed": d, "prune_rate": e.rates[0], "bits": STATIC_BITS, **_episode_json(e)}
         for d, ctx in contexts.items()
         for e in ctx.static_grid
     ]
-    _write_csv(pd.DataFrame(grid).drop(columns=["rates"]), out / "static_grid.csv", index=False)
+    write_csv_atomic(pd.DataFrame(grid).drop(columns=["rates"]), out / "static_grid.csv")
     summary = summarise(comparison, model_name, time.perf_counter() - tic, records)
     write_json_atomic(out / "summary.json", summary)
     return summary

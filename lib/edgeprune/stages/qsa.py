@@ -36,8 +36,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeprune import measure, prune, results
+from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.data import PreparedData, Split, load_prepared
-from edgeprune.io import atomic_write, save_module, write_json_atomic
+from edgeprune.io import save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.qsa.controller import Deployment, DriftController, make_stream
 from edgeprune.qsa.cycle import QSAPruner, QSASettings, recover_on_buffer
@@ -45,8 +46,6 @@ from edgeprune.qsa.masks import Compression, int8_size_estimate
 from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
 from edgeprune.quant import quantize_int8
 from edgeprune.recover.protocol import Recovery
-from edgeprune.stages.baselines import dense_seed_for
-from edgeprune.stages.dense import load_dense
 from edgeprune.train import resolve_device, set_threads
 
 if TYPE_CHECKING:
@@ -66,11 +65,6 @@ def setting(target: float) -> str:
     return f"c{target:g}x"
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     """Run every seed; write rows.csv (the tidy table), candidates.csv, stream.csv, triggers.csv, summary.json."""
     if params.qsa is None:
@@ -88,10 +82,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     rows_path = paths.method_rows("qsa", model_name)
     rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
     results.append_rows(rows_path, outputs["rows"])
-    _write_csv(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
-    _write_csv(pd.DataFrame(outputs["stream"]), out / "stream.csv")
+    write_csv_atomic(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
+    write_csv_atomic(pd.DataFrame(outputs["stream"]), out / "stream.csv")
     fired = pd.DataFrame(outputs["triggers"]) if outputs["triggers"] else pd.DataFrame(columns=TRIGGER_COLUMNS)
-    _write_csv(fired, out / "triggers.csv")
+    write_csv_atomic(fired, out / "triggers.csv")
     summary["stage_seconds"] = time.perf_counter() - tic
     write_json_atomic(out / "summary.json", summary)
     return summary
