@@ -313,3 +313,31 @@ def test_index_links_every_notebook_and_shows_the_claims(tmp_path, res):
     assert 'href="../tables/claims.tex"' in page
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         write_index(tmp_path / "nowhere", tmp_path)
+
+
+def test_reference_snapshot_keeps_small_outputs_with_provenance(tmp_path):
+    from edgeprune.report.reference import describe, load_claims, snapshot
+
+    run = tmp_path / "ref" / "results"
+    (run / "tables").mkdir(parents=True)
+    pd.DataFrame({"id": ["a"], "ours": ["1.0"], "verdict": ["reproduced"]}).to_csv(run / "tables" / "claims.csv", index=False)
+    (run / "akperl" / "m").mkdir(parents=True)
+    (run / "akperl" / "m" / "rows.csv").write_text("x\n1\n")
+    (run / "akperl" / "m" / "summary.json").write_text(json.dumps({"timing_s": {"total_s": 12.5}}))
+    (run / "akperl" / "m" / "models").mkdir()
+    (run / "akperl" / "m" / "models" / "net.pt").write_bytes(b"weights")  # never copied
+    (run.parent / "params.yaml").write_text("profile: reference\n")
+    out = tmp_path / "repo" / "results" / "reference"
+    out.mkdir(parents=True)
+    (out / "README.md").write_text("kept")
+    (out / "stale.csv").write_text("from an older run")
+    snapshot(run, out, run.parent / "params.yaml", note="one sitting")
+    assert (out / "README.md").read_text() == "kept" and not (out / "stale.csv").exists()
+    assert (out / "akperl" / "m" / "rows.csv").is_file() and not (out / "akperl" / "m" / "models").exists()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["stage_seconds"] == {"akperl/m": 12.5} and provenance["note"] == "one sitting"
+    assert provenance["machine"]["cores"] >= 1 and (out / "params.yaml").read_text() == "profile: reference\n"
+    assert load_claims(out)["verdict"].tolist() == ["reproduced"] and "reference run of commit" in describe(out)
+    assert load_claims(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="claims.csv"):
+        snapshot(tmp_path / "nothing", out, run.parent / "params.yaml")
