@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -138,3 +139,25 @@ def test_append_rows_replaces_same_key_and_checks_schema(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="bad.csv"):
         append_rows(tmp_path / "bad.csv", [{"model": "m", "method": "none", "setting": "d", "seed": 0}])
+
+
+@pytest.mark.parametrize("channels", [64, 61])  # a multiple of 8 (fast int8 kernels on x86) and an odd count
+def test_slow_int8_flag_matches_the_measured_latencies(channels):
+    from edgeprune.report.collect import Results
+    from edgeprune.report.tables import slow_int8
+    from edgeprune.results import INT8_SLOW
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+        nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10),
+    ).eval()  # fmt: skip
+    x = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
+    row = measure.report(net, x, torch.zeros(32, dtype=torch.long), model_name="m", method="m", setting=str(channels),
+                         seed=0, conditions=[], calib_x=x, input_shape=(3, 16, 16), warmup=2, repeats=5, threads=1)  # fmt: skip
+    ratio = row["int8_latency_b64_ms"] / row["latency_b64_ms"]
+    assert row["int8_latency_ratio_b64"] == pytest.approx(ratio)
+    rows = pd.DataFrame([{c: row.get(c) for c in COLUMNS} | {"stage": "s"}])
+    flagged = set(slow_int8(Results(rows=rows))[0]["setting"])
+    assert (str(channels) in flagged) == (ratio > INT8_SLOW)

@@ -442,4 +442,5 @@ def report(
         }
         if latency:
             _add_latency(row, "int8_", quantized, input_shape, **timing)
+            row["int8_latency_ratio_b64"] = row["int8_latency_b64_ms"] / row["latency_b64_ms"]
     return row

@@ -19,6 +19,11 @@ import pandas as pd
 from edgeprune.data import CONDITIONS
 from edgeprune.io import atomic_write
 
+INT8_SLOW = 1.2
+"""An int8 copy whose batch-64 latency exceeds its fp32 parent's by more than this factor is flagged in
+the report: beyond timing noise, its kernels fell to a slow path (channel counts off the x86 kernels'
+multiple of 8 measured 7-9x slower)."""
+
 KEY = ("model", "method", "setting", "seed")
 IDENTITY = (*KEY, "budget")  # a row's identity: the key, and the recovery budget for recovered networks
 SHIFT_CONDITIONS = tuple(c for c in CONDITIONS if c != "clean")
@@ -68,6 +73,8 @@ COLUMN_DOCS: dict[str, str] = {
     "int8_latency_b1_iqr_ms": "interquartile range (ms), int8, batch 1",
     "int8_latency_b64_ms": "median latency (ms) of the int8 model, batch 64",
     "int8_latency_b64_iqr_ms": "interquartile range (ms), int8, batch 64",
+    "int8_latency_ratio_b64": "int8 / fp32 median latency at batch 64, same row; above 1 the int8 copy is slower "
+    "than its fp32 parent (above INT8_SLOW it is flagged in the report)",
     # machine
     "threads": "torch intra-op threads during latency runs",
     "cpu": "CPU model and architecture",

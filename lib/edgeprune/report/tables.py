@@ -16,6 +16,7 @@ import pandas as pd
 
 from edgeprune.io import atomic_write
 from edgeprune.report.collect import Results, dense_reference, extra
+from edgeprune.results import INT8_SLOW
 from edgeprune.report.evidence import claim_measurements
 from edgeprune.stats import format_summary, summarise
 from edgeprune.verdicts import VERDICTS, claims_table, compare_with_reference, conflicts
@@ -33,6 +34,7 @@ __all__ = [
     "qsa_ablation",
     "qsa_compression",
     "qsa_dynamic",
+    "slow_int8",
     "write_table",
 ]
 
@@ -267,6 +269,8 @@ CAPTIONS: dict[str, str] = {
     "ppo_density": "PPO vs static prune+quant: performance density (top-1 % per MB stored), mean ± 95% CI over seeds; "
     "sub-8-bit accuracies are simulated (fake quantization).",
     "ppo_lth": "Lottery-ticket rewinding vs fine-tuning (same structure, bit-widths and budget), mean ± 95% CI over seeds.",
+    "slow_int8": f"Networks whose real int8 copy runs more than {INT8_SLOW:g}x slower than their fp32 parent at batch 64 "
+    "(measured on this CPU; an empty table is the target).",
 }
 
 
@@ -283,6 +287,20 @@ def claims_summary(numeric: pd.DataFrame) -> dict[str, object]:
     return summary
 
 
+def slow_int8(res: Results) -> Table:
+    """Every measured network whose int8 copy runs more than :data:`edgeprune.results.INT8_SLOW` times
+    slower than its fp32 parent at batch 64 (latency measured in the same row), with the ratio."""
+    rows = res.rows.dropna(subset=["int8_latency_ratio_b64"])
+    if rows.empty:
+        raise LookupError("no row measured both fp32 and int8 latency")
+    ratio = rows.groupby(["stage", "model", "method", "setting"], as_index=False)["int8_latency_ratio_b64"].max()
+    numeric = ratio[ratio["int8_latency_ratio_b64"] > INT8_SLOW].reset_index(drop=True)
+    display = numeric.assign(int8_latency_ratio_b64=numeric["int8_latency_ratio_b64"].round(2)).rename(
+        columns={"int8_latency_ratio_b64": "int8 / fp32 latency, b64 (measured)"}
+    )
+    return numeric, display
+
+
 def build_all(
     res: Results, power_profile: str = "rpi4", reference: pd.DataFrame | None = None
 ) -> tuple[dict[str, Table], dict[str, str]]:
@@ -296,6 +314,7 @@ def build_all(
         "qsa_dynamic": qsa_dynamic,
         "ppo_density": ppo_density,
         "ppo_lth": ppo_lth,
+        "slow_int8": slow_int8,
     }
     built, skipped = {}, {}
     for name, make in makers.items():
