@@ -20,9 +20,9 @@ from edgeprune.ppo.agent import greedy_episode, select_policy, train_agent, warm
 from edgeprune.ppo.params import PPOParams
 from edgeprune.data import Split
 from edgeprune.ppo import retrain as retrain_module
-from edgeprune.ppo.pruning import apply_plan, channels_to_keep, make_plan, taylor_groups
+from edgeprune.ppo.pruning import apply_plan, make_plan, taylor_groups
 from edgeprune.ppo.search import CompressionSearch, Outcome
-from edgeprune.prune import recalibrate_bn
+from edgeprune.prune import channels_to_keep, recalibrate_bn
 from edgeprune.recover import protocol
 from edgeprune.recover.params import Budget, FinetuneParams
 from edgeprune.recover.protocol import Recovery

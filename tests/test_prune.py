@@ -96,3 +96,38 @@ def test_registry_models_prune_to_fewer_channels(name, method):
     assert report.realised == pytest.approx(0.5, abs=0.02)
     assert measure.count_params(pruned)[0] == report.params_after < 0.4 * report.params_before  # ~ 1 - (1 - p)^2
     assert measure.count_macs(pruned) == report.macs_after < 0.4 * report.macs_before
+
+
+def test_every_pruning_entry_point_rounds_kept_channels_by_the_one_rule():
+    """Baselines (local and global), AKPERL units, PPO plans and QSA masks on one network:
+    kept counts are multiples of round_to, and the local methods keep exactly channels_to_keep."""
+    from small_nets import separable
+
+    from edgeprune.akperl.units import apply_levels, find_units
+    from edgeprune.ppo.pruning import apply_plan, make_plan, taylor_groups
+    from edgeprune.qsa.masks import prune_by_importance
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+        nn.Conv2d(24, 40, 3, padding=1), nn.BatchNorm2d(40), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 3),
+    ).eval()  # fmt: skip
+    shape, rate, r = (3, 8, 8), 0.25, 8
+    expected = [prune.channels_to_keep(24, rate, r), prune.channels_to_keep(40, rate, r)]
+    assert expected == [16, 32]  # 18 -> 16 and 30 -> 32: nearest multiples of 8, not down
+
+    def widths(model: nn.Module) -> list[int]:
+        return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    l1, _ = prune.apply(net, "l1_filter", rate, round_to=r, input_shape=shape)
+    units = find_units(net, input_shape=shape, round_to=r)
+    akperl = apply_levels(net, units, [1] * len(units), shape)  # level 1 = 25 %
+    x, y = separable(64, seed=0)
+    ppo = apply_plan(net, make_plan(taylor_groups(net, x, y, input_shape=shape), [rate, rate], round_to=r), shape)
+    assert widths(l1) == widths(akperl) == widths(ppo) == expected
+    magnitude, _ = prune.apply(net, "magnitude_structured", 0.5, round_to=r, input_shape=shape)
+    scores = {"0": torch.rand(24), "3": torch.rand(40)}
+    qsa, _ = prune_by_importance(net, scores, 0.5, ignored_layers=["8"], input_shape=shape, round_to=r)
+    for model in (magnitude, qsa):
+        assert all(w % r == 0 for w in widths(model)) and widths(model) != widths(net)

@@ -87,7 +87,9 @@ class BaselineParams(Section):
         None, description="methods recovered at every budget at those sparsities; None = every method"
     )
     seeds: Seeds = Field(description="statistical seeds: fine-tuning order and subset")
-    round_to: int | None = Field(8, ge=1, description="structured: kept channels per layer rounded to a multiple")
+    round_to: int | None = Field(
+        8, ge=1, description="structured: kept channels per group rounded to the nearest multiple (prune.channels_to_keep)"
+    )
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = all")
     calib_images: int = Field(256, ge=1, description="train images calibrating the int8 copy")
     int8: bool = True

@@ -35,8 +35,7 @@ def _inside(name: str, blocks: Sequence[str]) -> bool:
 def _channel_removal(unit: PruningUnit, level_index: int, removed_blocks: Sequence[str]) -> int:
     """Output channels a (non-block) level removes: as :class:`LayerwisePruner` prunes the root, from each
     producer layer not inside ``removed_blocks``."""
-    per_producer = min(round(LEVELS[level_index] * unit.channels), unit.channels - 1)
-    return per_producer * sum(not _inside(name, removed_blocks) for name in unit.producers)
+    return unit.removed(level_index) * sum(not _inside(name, removed_blocks) for name in unit.producers)
 
 
 class SparsityFloor:

@@ -61,6 +61,10 @@ class AkperlParams(Section):
     grid_steps: int = Field(40, ge=10, description="DQN steps per grid-search run")
     # the environment
     min_mac_share: float = Field(0.05, ge=0, lt=1, description="layers (dependency groups) below this MAC share stay dense")
+    round_to: int = Field(
+        8, ge=1, description="channels a unit keeps, rounded to the nearest multiple (the x86 int8 kernels' fast path "
+        "wants multiples of 8; unrounded AKPERL networks ran 7x slower in int8 than fp32); 1 = off"
+    )
     accuracy_every: int = Field(2, ge=1, description="measure accuracy every k-th step (and at the episode's end)")
     val_images: int = Field(32, ge=2, description="fixed validation subset for the accuracy estimate during search")
     calib_images: int = Field(16, ge=2, description="training images for BatchNorm recalibration during search")

@@ -193,6 +193,7 @@ class PruningTask:
         power_profile: str | DeviceProfile = "rpi4",
         frame_rate_hz: float = 30.0,
         min_mac_share: float = 0.0,
+        round_to: int = 1,
         ignored_layers: Sequence[str] | None = None,
         input_shape: Sequence[int] = INPUT_SHAPE,
         device: str | torch.device = "cpu",
@@ -207,7 +208,9 @@ class PruningTask:
             raise ValueError(f"stats_x needs at least 2 images, got {len(stats_x)}")
         model = copy.deepcopy(model).cpu().eval()
         ignored = tuple(ignored_layers) if ignored_layers is not None else (classifier_name(model, input_shape),)
-        units = find_units(model, ignored_layers=ignored, input_shape=input_shape, min_mac_share=min_mac_share)
+        units = find_units(
+            model, ignored_layers=ignored, input_shape=input_shape, min_mac_share=min_mac_share, round_to=round_to
+        )
         model = model.to(device)
         pools = {c: apply_condition(stats_x, c, severity, seed=2) for c in conditions}
         return cls(

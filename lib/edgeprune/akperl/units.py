@@ -7,8 +7,10 @@ conv, every conv that adds into the same residual stream). Removing a channel of
 layer of a group forces the same removal in the others, so the group, not the single
 layer, is the honest "layer" an agent decides for; it is named after its root layer.
 
-Levels are fractions of the unit's channels: :data:`LEVELS` = 0, 25, 50, 75, 100 %.
-Within a unit the channels of smallest filter L1 norm go first
+Levels are fractions of the unit's channels: :data:`LEVELS` = 0, 25, 50, 75, 100 %, the
+kept count rounded to the nearest multiple of the unit's ``round_to`` by the project's one
+rule (:func:`edgeprune.prune.channels_to_keep`; 8 in every profile, the x86 int8 kernels'
+fast path). Within a unit the channels of smallest filter L1 norm go first
 (:class:`edgeprune.prune.FilterNormImportance`, Li et al. 2017). A unit keeps at least
 one channel, so 100 % has no channel meaning; it means *remove the whole block* when
 the unit is the first unit of a residual block with an identity skip (output
@@ -31,7 +33,9 @@ from torch import nn
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.models import BasicBlock
 from edgeprune.counting import layer_costs
-from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, classifier_name, group_producers, prunable_layers
+from edgeprune.prune import (
+    PRUNABLE_TYPES, FilterNormImportance, channels_to_keep, classifier_name, group_producers, prunable_layers,
+)  # fmt: skip
 
 LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 REMOVE_BLOCK = len(LEVELS) - 1  # index of the 100 % level
@@ -49,6 +53,12 @@ class PruningUnit:
     mac_share: float  # MACs of ``layers`` / MACs of the dense network
     position: float  # share of the dense network's MACs executed before the unit's first layer
     block: str | None  # residual block removed at 100 %; None where 100 % maps to 75 %
+    round_to: int = 1  # channels kept rounded to the nearest multiple (edgeprune.prune.channels_to_keep)
+
+    def removed(self, level_index: int) -> int:
+        """Channels a (non-block) level removes from the root: ``LEVELS[level]`` of them, the kept count
+        rounded by the project's one rule (:func:`edgeprune.prune.channels_to_keep`), one always kept."""
+        return self.channels - channels_to_keep(self.channels, min(LEVELS[level_index], LEVELS[REMOVE_BLOCK - 1]), self.round_to)
 
 
 def removable_blocks(model: nn.Module) -> list[str]:
@@ -82,12 +92,14 @@ def find_units(
     ignored_layers: Sequence[str] | None = None,
     input_shape: Sequence[int] = INPUT_SHAPE,
     min_mac_share: float = 0.0,
+    round_to: int = 1,
 ) -> list[PruningUnit]:
     """The decision units of ``model`` in forward order.
 
     Units whose layers hold less than ``min_mac_share`` of the MACs (squeeze-excitation
-    convs, mostly) stay dense and are left out. A model without prunable layers, or
-    whose units are all below the threshold, is a ``ValueError``.
+    convs, mostly) stay dense and are left out; ``round_to`` is how each unit rounds the
+    channels it keeps. A model without prunable layers, or whose units are all below the
+    threshold, is a ``ValueError``.
     """
     if not 0.0 <= min_mac_share < 1.0:
         raise ValueError(f"min_mac_share must be in [0, 1), got {min_mac_share}")
@@ -122,7 +134,9 @@ def find_units(
         produced = group_producers(group, importance)
         producers = tuple(n for n in members if n in layers and layers[n] in produced)
         units.append(
-            PruningUnit(names[root], tuple(members), producers, kind, _width(root), share, before[first] / total, block)
+            PruningUnit(
+                names[root], tuple(members), producers, kind, _width(root), share, before[first] / total, block, round_to
+            )
         )
     units.sort(key=lambda u: (u.position, order[u.name]))
     # Only a block's first unit (its expansion / first conv) can remove it; a later unit
@@ -186,7 +200,7 @@ class LayerwisePruner:
             return level_index
         root = self.model.get_submodule(unit.name)
         n = _width(root)
-        k = min(round(LEVELS[level_index] * n), n - 1)
+        k = unit.removed(level_index)
         if k == 0:
             return level_index
         handler = self.graph.get_pruner_of_module(root).prune_out_channels

@@ -17,7 +17,6 @@ weights, keeps exactly the same channels (:func:`apply_plan`).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from torch import nn
 
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE
-from edgeprune.prune import PRUNABLE_TYPES, classifier_name
+from edgeprune.prune import PRUNABLE_TYPES, channels_to_keep, classifier_name
 
 OUT_CHANNEL_HANDLERS = (
     tp.pruner.function.prune_conv_out_channels,
@@ -124,26 +123,6 @@ def taylor_groups(
             )
         )
     return groups
-
-
-def channels_to_keep(channels: int, rate: float, round_to: int = 1) -> int:
-    """Channels a group of ``channels`` keeps at prune rate ``rate`` (at least one).
-
-    ``channels * (1 - rate)`` rounded down, or with ``round_to`` > 1 rounded to the
-    *nearest* multiple of ``round_to`` (halves up; int8 kernels run much faster on
-    multiples of 8), at least ``round_to``; a group no larger than ``round_to`` is left
-    whole. Nearest, not down: on the quick model's small groups (16, 24, 40 channels)
-    rounding down turned a 12.5% rate into 50%, 33% and 20% of the channels, and the
-    uniform 12.5% network scored 49.8% in the search instead of 73.3%.
-    """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"prune rate must be in [0, 1), got {rate!r}")
-    if round_to < 1:
-        raise ValueError(f"round_to must be >= 1, got {round_to}")
-    keep = channels * (1.0 - rate)
-    if round_to > 1:
-        keep = channels if channels <= round_to else max(round_to, math.floor(keep / round_to + 0.5) * round_to)
-    return max(1, min(channels, math.floor(keep + 1e-9)))
 
 
 def make_plan(groups: Sequence[ChannelGroup], rates: Sequence[float], round_to: int = 1) -> PrunePlan:

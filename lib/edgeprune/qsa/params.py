@@ -78,8 +78,8 @@ class QSAParams(Section):
     kl_bins: int = Field(128, ge=8, description="histogram bins of the KL divergence")
     kl_layer: str | None = Field(None, description="layer whose input is histogrammed; None = the classifier")
     round_to: int | None = Field(
-        None, ge=1, description="kept channels per layer rounded down to a multiple (the x86 int8 kernels' fast path is "
-        "a multiple of 8: unrounded QSA networks measured 7-9x slower in int8 than in fp32); None = off"
+        None, ge=1, description="kept channels per group rounded to the nearest multiple (prune.channels_to_keep; the x86 "
+        "int8 kernels' fast path is a multiple of 8: unrounded QSA networks measured 7-9x slower in int8 than fp32); None = off"
     )
     baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="static methods at equal compression")
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = the whole test split")

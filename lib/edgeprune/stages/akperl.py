@@ -91,6 +91,7 @@ def build_task(params: Params, data: PreparedData, model: nn.Module, device: tor
         power_profile=p.power_profile,
         frame_rate_hz=p.frame_rate_hz,
         min_mac_share=p.min_mac_share,
+        round_to=p.round_to,
         device=device,
     )
 
@@ -230,8 +231,10 @@ class _SeedNetworks:
         )
 
     def static(self, method: str, sparsity: float, budget: int = 0) -> nn.Module:
+        """A static baseline at ``sparsity``, its kept channels rounded as AKPERL's units round theirs."""
         s = round(sparsity, 4)
-        return self._recovered((method, s), lambda: prune.apply(self.dense, method, s)[0], budget)
+        round_to = self.params.akperl.round_to
+        return self._recovered((method, s), lambda: prune.apply(self.dense, method, s, round_to=round_to)[0], budget)
 
     def sparsity(self, net: nn.Module) -> float:
         return channel_sparsity(self.dense, net, self.task.ignored_layers, self.task.input_shape)
