@@ -30,7 +30,7 @@ repro: data
 	$(BIN)/dvc repro
 
 test: data
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 lab: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lab]"

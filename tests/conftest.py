@@ -35,15 +35,32 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         shutil.rmtree(NBVAL_RESULTS, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``): every notebook runs in one worker,
-    in file order (each reads what the previous ones wrote to results/nbval), while the
-    end-to-end ``dvc repro`` runs beside them in the other worker."""
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
-        elif item.path.name == "test_pipeline.py":
-            item.add_marker(pytest.mark.xdist_group("pipeline"))
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``pytest -n 2`` (``make test``): every notebook runs in one worker, in file order (each
+    reads what the previous ones wrote to results/nbval, and each notebook's cells share one
+    kernel), while the end-to-end ``dvc repro`` runs beside them in the other worker.
+
+    A scheduler rather than ``xdist_group`` marks: pytest 9 ignores the node-id suffix through
+    which pytest-xdist 3.8 groups marked tests, so ``--dist loadgroup`` silently spread a
+    notebook's cells over both workers (a cell then ran in a fresh kernel: NameError)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebookScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return NotebookScopes(config, log)
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The pytest-xdist work unit of a test: all notebook cells together, the pipeline tests
+    together, every other test alone."""
+    path = nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        return "notebooks"
+    if path.endswith("test_pipeline.py"):
+        return "pipeline"
+    return nodeid
 
 
 def make_images(n: int, size: int, seed: int, label: int) -> torch.Tensor:
