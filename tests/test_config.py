@@ -54,6 +54,12 @@ def write(tmp_path: Path, mutate) -> Path:
         (lambda p: p["finetune"].update(distill_temperature=0), "finetune.distill_temperature"),
         (lambda p: p["finetune"].update(distill_weight=1.2), "finetune.distill_weight"),
         (lambda p: p["baselines"].update(axis_sparsities=[0.9]), "baselines: .*axis_sparsities"),
+        # one lower bound for timed runs in every section (edgeprune.timing.MIN_REPEATS)
+        (lambda p: p["baselines"].update(latency_repeats=3), "baselines.latency_repeats"),
+        (lambda p: p["akperl"].update(latency_repeats=3), "akperl.latency_repeats"),
+        (lambda p: p["qsa"].update(latency_repeats=3), "qsa.latency_repeats"),
+        (lambda p: p["ppo"].update(latency_repeats=3), "ppo.latency_repeats"),
+        (lambda p: p["device_power"].update(host_repeats=3), "device_power.host_repeats"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:

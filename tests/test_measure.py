@@ -107,7 +107,7 @@ def test_report_fills_one_schema_row(tmp_path):
     y = torch.randint(0, 2, (40,), generator=gen)
     row = measure.report(
         tiny_model(), x, y, model_name="tiny", method="none", setting="dense", seed=0, calib_x=x,
-        input_shape=(3, 12, 12), warmup=1, repeats=3, conditions=["noise"],
+        input_shape=(3, 12, 12), warmup=1, repeats=4, conditions=["noise"],
     )  # fmt: skip
     assert set(row) <= set(COLUMNS)
     assert row["params"] == 126 and row["bits"] == 32 and row["bits_simulated"] is False

@@ -79,10 +79,12 @@ def test_untraceable_model_and_bad_backend_are_refused(trained):
 
 
 def test_backend_follows_the_cpu(monkeypatch):
-    monkeypatch.setattr(quant.platform, "machine", lambda: "aarch64")
-    assert quant.default_backend() == "qnnpack"
-    monkeypatch.setattr(quant.platform, "machine", lambda: "x86_64")
-    assert quant.default_backend() == "x86"
+    from edgeprune import timing
+
+    monkeypatch.setattr(timing.platform, "machine", lambda: "aarch64")
+    assert timing.quantized_engine() == "qnnpack"
+    monkeypatch.setattr(timing.platform, "machine", lambda: "x86_64")
+    assert timing.quantized_engine() == "x86"
 
 
 @pytest.mark.parametrize("name", available_models())

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeprune.akperl.params import AkperlParams
 from edgeprune.data import CONDITIONS
-from edgeprune.fields import ConditionSet, ModelNames, Seeds
+from edgeprune.fields import ConditionSet, ModelNames, Seeds, repeats_field
 from edgeprune.power.params import DevicePowerParams
 from edgeprune.ppo.params import PPOParams
 from edgeprune.qsa.params import QSAParams
@@ -94,7 +94,7 @@ class BaselineParams(Section):
     calib_images: int = Field(256, ge=1, description="train images calibrating the int8 copy")
     int8: bool = True
     latency_warmup: int = Field(5, ge=0)
-    latency_repeats: int = Field(20, ge=3)
+    latency_repeats: int = repeats_field(20)
 
     @field_validator("sparsities")
     @classmethod

@@ -9,7 +9,7 @@ per-layer costs). On the device::
 loads it with torch alone, freezes it (``torch.jit.freeze``: weights become constants, conv-BN
 folds), times batch-1 inference (median / IQR after warm-up), meters energy
 with the best meter present (Jetson INA3221 -> INA219 -> RAPL) and writes a JSON the pipeline
-ingests. The device needs torch plus this package's ``__init__``, ``io``, ``device`` and
+ingests. The device needs torch plus this package's ``__init__``, ``io``, ``timing``, ``device`` and
 ``power/meters`` (``pip install --no-deps edgeprune`` is enough); only ``--power-profile``
 (modelled power where no meter exists) needs the full stack.
 
@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import platform
-import statistics
 import sys
 import time
 import warnings
@@ -39,6 +38,7 @@ from torch import nn
 
 from edgeprune.io import atomic_write, write_json_atomic
 from edgeprune.power.meters import Meter, PowerMode, best_meter, read_nvpmodel
+from edgeprune.timing import cpu_model, quantized_engine, time_call
 
 FORMAT = "torchscript"
 NOT_METERED = "latency measured, power not metered"
@@ -62,20 +62,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def quantized_engine(machine: Optional[str] = None) -> str:
-    """``qnnpack`` on ARM, ``x86`` (else ``fbgemm``) on x86: the int8 kernels each CPU has."""
-    machine = (machine or platform.machine()).lower()
-    supported = torch.backends.quantized.supported_engines
-    if machine.startswith(("arm", "aarch64")):
-        wanted = ["qnnpack"]
-    else:
-        wanted = ["x86", "fbgemm"]
-    for engine in wanted:
-        if engine in supported:
-            return engine
-    raise RuntimeError(f"none of the int8 engines {wanted} is in this torch build ({supported})")
 
 
 def export_model(
@@ -171,17 +157,6 @@ def device_name(sysfs_root: str | Path = "/sys") -> str:
     return "-".join(model.lower().replace("nvidia", "").replace("developer kit", "").split()) or "host"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware"):
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def describe_device(sysfs_root: str | Path = "/sys", power_mode: Optional[PowerMode] = None) -> Dict[str, Any]:
     """What ran the benchmark: device, platform, CPU, torch, threads, int8 engine, Jetson power mode."""
     name = device_name(sysfs_root)
@@ -189,7 +164,7 @@ def describe_device(sysfs_root: str | Path = "/sys", power_mode: Optional[PowerM
         "name": name,
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -207,20 +182,11 @@ def _infer(module: torch.jit.ScriptModule, x: torch.Tensor, sync: bool) -> None:
 def time_latency(
     module: torch.jit.ScriptModule, x: torch.Tensor, *, warmup: int, repeats: int, sync: bool = False
 ) -> Dict[str, float]:
-    """Batch-1 latency statistics in ms over ``repeats`` timed runs after ``warmup`` untimed ones."""
-    if warmup < 0 or repeats < 4:
-        raise ValueError(f"need warmup >= 0 and repeats >= 4 (for quartiles), got {warmup}, {repeats}")
-    times = []
+    """Batch-1 latency statistics in ms (the project's one timer, :func:`edgeprune.timing.time_call`)."""
     with torch.no_grad():
-        for _ in range(warmup):
-            _infer(module, x, sync)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            _infer(module, x, sync)
-            times.append((time.perf_counter() - start) * 1e3)
-    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    return {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1, "mean": statistics.fmean(times),
-            "min": min(times), "max": max(times), "repeats": repeats, "warmup": warmup}
+        stats = time_call(lambda: module(x), warmup=warmup, repeats=repeats, sync=sync)
+    return {"median": stats.median_ms, "q1": stats.q1_ms, "q3": stats.q3_ms, "iqr": stats.iqr_ms,
+            "mean": stats.mean_ms, "min": stats.min_ms, "max": stats.max_ms, "repeats": stats.repeats, "warmup": stats.warmup, "threads": stats.threads}
 
 
 def meter_inference(

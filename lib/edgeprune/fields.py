@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field
 
 from edgeprune.data import CONDITIONS
 from edgeprune.models import available_models
+from edgeprune.timing import MIN_REPEATS
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 """Bit-widths the fake quantizers simulate (:mod:`edgeprune.fakequant`); 8 also runs on real int8 kernels."""
@@ -52,3 +53,8 @@ Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(distinct_seeds)
 ModelNames = Annotated[list[str], AfterValidator(registered_models)]
 ConditionSet = Annotated[list[str], Field(min_length=1), AfterValidator(distinct_conditions)]
 ConditionStream = Annotated[list[str], Field(min_length=1), AfterValidator(known_conditions)]
+
+
+def repeats_field(default: int, description: str = "timed runs per latency figure (edgeprune.timing)"):
+    """A params field of timed runs: one lower bound (quartiles need four) in every section."""
+    return Field(default, ge=MIN_REPEATS, description=description)

@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import platform
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from edgeprune import counting
+from edgeprune import counting, timing
 
 if TYPE_CHECKING:
     from edgeprune.prune import PruneReport
@@ -257,20 +252,6 @@ def model_size(model: nn.Module, bits: int | Mapping[str, int] | None = None) ->
 # --------------------------------------------------------------------------- latency
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one) and architecture."""
-    cpuinfo = Path("/proc/cpuinfo")
-    name = ""
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                name = value.strip()
-                if key.strip() == "model name":
-                    break
-    return f"{name or platform.processor() or 'unknown CPU'} ({platform.machine()})"
-
-
 @torch.inference_mode()
 def measure_latency(
     model: nn.Module,
@@ -282,58 +263,31 @@ def measure_latency(
     threads: int | None = None,
     channels_last: bool = True,
 ) -> dict[str, Any]:
-    """Wall-clock latency of one forward pass on the CPU, in milliseconds.
+    """Wall-clock latency of one forward pass on the CPU, in milliseconds, by the project's one
+    timer (:func:`edgeprune.timing.time_call`: warm-up, then single timed runs).
 
-    Runs ``warmup`` untimed passes, then times ``repeats`` passes one by one with
-    :func:`time.perf_counter`. The model (a copy) and a random input are put in
-    channels-last memory format by default, the layout that oneDNN and the quantized
-    x86 / qnnpack kernels run natively; the layout is recorded in the result. Pruning
-    masks are baked into the copy, so a masked model runs as its deployed dense form.
+    The model (a copy) and a random input are put in channels-last memory format by default,
+    the layout that oneDNN and the quantized x86 / qnnpack kernels run natively; the layout is
+    recorded in the result. Pruning masks are baked into the copy, so a masked model runs as its
+    deployed dense form.
 
-    Returns ``median_ms``, ``iqr_ms``, ``q1_ms``, ``q3_ms``, ``repeats``, ``warmup``,
-    ``batch_size``, ``threads``, ``cpu``, ``layout`` and ``load_1min`` (the 1-minute load
-    average before timing: on a shared machine a load above the core count means the
-    figures are pessimistic).
+    Returns ``median_ms``, ``iqr_ms``, ``q1_ms``, ``q3_ms``, ``mean_ms``, ``repeats``, ``warmup``,
+    ``threads``, ``load_1min`` (the 1-minute load average before timing: on a shared machine a
+    load above the core count means the figures are pessimistic), ``batch_size``, ``cpu`` and
+    ``layout``.
     """
-    if batch_size < 1 or warmup < 0 or repeats < 2:
-        raise ValueError(f"need batch_size >= 1, warmup >= 0, repeats >= 2; got {batch_size}, {warmup}, {repeats}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     from edgeprune.prune import bake_masks  # here: edgeprune.prune imports this module
 
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        model = bake_masks(copy.deepcopy(model)).cpu().eval()
-        x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0))
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        for _ in range(warmup):
-            model(x)
-        times = np.empty(repeats)
-        for i in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times[i] = time.perf_counter() - start
-        q1, median, q3 = np.percentile(times * 1e3, [25, 50, 75])
-        return {
-            "median_ms": float(median),
-            "iqr_ms": float(q3 - q1),
-            "q1_ms": float(q1),
-            "q3_ms": float(q3),
-            "repeats": repeats,
-            "warmup": warmup,
-            "batch_size": batch_size,
-            "threads": torch.get_num_threads(),
-            "cpu": cpu_model(),
-            "layout": "channels_last" if channels_last else "contiguous",
-            "load_1min": load,
-        }
-    finally:
-        torch.set_num_threads(previous_threads)
+    model = bake_masks(copy.deepcopy(model)).cpu().eval()
+    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    stats = timing.time_call(lambda: model(x), warmup=warmup, repeats=repeats, threads=threads).to_dict()
+    layout = "channels_last" if channels_last else "contiguous"
+    return stats | {"batch_size": batch_size, "cpu": timing.cpu_model(), "layout": layout}
 
 
 # --------------------------------------------------------------------------- one row
@@ -383,7 +337,7 @@ def report(
     ``pruning`` (from :mod:`edgeprune.prune`) fills the sparsity columns.
     """
     # Imported here: edgeprune.quant imports edgeprune.prune, which imports this module.
-    from edgeprune.quant import default_backend, quantize_int8
+    from edgeprune.quant import quantize_int8
     from edgeprune.results import SHIFT_CONDITIONS
     from edgeprune.train import evaluate
 
@@ -425,22 +379,22 @@ def report(
         "size_index_bytes": size.index_bytes,
         "size_encoding": size.encoding,
         "threads": threads or torch.get_num_threads(),
-        "cpu": cpu_model(),
+        "cpu": timing.cpu_model(),
         "torch_version": torch.__version__,
         "extra": dict(extra) if extra else None,
     }
     row["bits_simulated"] = row["bits"] < 32  # k-bit weights here are fake-quantized
-    timing = {"warmup": warmup, "repeats": repeats, "threads": threads}
+    timer = {"warmup": warmup, "repeats": repeats, "threads": threads}
     if latency:
-        _add_latency(row, "", model, input_shape, **timing)
+        _add_latency(row, "", model, input_shape, **timer)
     if int8:
         quantized = quantize_int8(model, calib_x)
         row |= {
-            "int8_backend": default_backend(),
+            "int8_backend": timing.quantized_engine(),
             "int8_top1": top1(quantized, on="cpu"),
             "int8_size_bytes": model_size(quantized).total_bytes,
         }
         if latency:
-            _add_latency(row, "int8_", quantized, input_shape, **timing)
+            _add_latency(row, "int8_", quantized, input_shape, **timer)
             row["int8_latency_ratio_b64"] = row["int8_latency_b64_ms"] / row["latency_b64_ms"]
     return row

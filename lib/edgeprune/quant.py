@@ -10,7 +10,6 @@ Bit-widths below 8 are simulated with fake quantization elsewhere, and labelled 
 from __future__ import annotations
 
 import copy
-import platform
 import warnings
 
 import torch
@@ -20,14 +19,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from edgeprune.data import normalize
 from edgeprune.prune import bake_masks
-
-ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
-
-
-def default_backend() -> str:
-    """``qnnpack`` on ARM CPUs, ``x86`` elsewhere."""
-    return "qnnpack" if platform.machine().lower() in ARM_MACHINES else "x86"
-
+from edgeprune.timing import quantized_engine
 
 def _check_backend(backend: str) -> None:
     supported = torch.backends.quantized.supported_engines
@@ -55,7 +47,7 @@ def quantize_int8(
 
     Raises ``ValueError`` naming the model when FX cannot trace or convert it.
     """
-    backend = backend or default_backend()
+    backend = backend or quantized_engine()
     _check_backend(backend)
     if calib_x.dtype != torch.uint8 or calib_x.dim() != 4 or len(calib_x) == 0:
         raise ValueError(

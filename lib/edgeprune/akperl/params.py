@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeprune.fields import ConditionSet, ModelNames
+from edgeprune.fields import ConditionSet, ModelNames, repeats_field
 from edgeprune.schema import Section
 
 ABLATIONS = ("no_stats", "no_power", "uniform")
@@ -75,7 +75,7 @@ class AkperlParams(Section):
     dqn: DQNParams = DQNParams()
     # the chosen policy, fine-tuned (with the shared `finetune` budget) and measured
     test_images: int | None = Field(None, ge=10, description="stratified test subset for the final measurement; None = all")
-    latency_repeats: int = Field(5, ge=2, description="timed forward passes per latency figure")
+    latency_repeats: int = repeats_field(5)
     # the non-stationary stream
     stream_seeds: list[int] | None = Field(None, description="seeds whose networks run the stream (among seeds); None = seeds")
     stream_segments: int = Field(5, ge=1, description="condition segments in the stream (conditions cycle in a seeded order)")

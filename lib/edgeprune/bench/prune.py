@@ -16,7 +16,8 @@ import statistics
 
 import torch
 
-from edgeprune.measure import cpu_model, measure_latency
+from edgeprune.measure import measure_latency
+from edgeprune.timing import cpu_model
 from edgeprune.models import create_model
 from edgeprune.prune import apply
 

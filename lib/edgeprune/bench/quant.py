@@ -15,9 +15,10 @@ import statistics
 
 import torch
 
-from edgeprune.measure import cpu_model, measure_latency
+from edgeprune.measure import measure_latency
 from edgeprune.models import create_model
-from edgeprune.quant import default_backend, quantize_int8
+from edgeprune.quant import quantize_int8
+from edgeprune.timing import cpu_model, quantized_engine
 
 TARGET = 3.0
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(0)
     calib = torch.randint(0, 256, (args.calib_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
     timing = {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads}
-    backend = default_backend()
+    backend = quantized_engine()
     threads = args.threads or torch.get_num_threads()
     print(f"cpu: {cpu_model()}, load {os.getloadavg()[0]:.1f}, threads: {threads}, batch {args.batch_size}, backend {backend}")
     print(f"{'model':14s} {'fp32 ms':>9s} {'int8 ms':>9s} {'speedup':>8s}  target >= {TARGET}x")

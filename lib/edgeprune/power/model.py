@@ -27,12 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import torch
 from torch import nn
-from torch.ao.nn import quantized as nnq
-from torch.ao.nn.quantized import dynamic as nnqd
 
 from edgeprune.counting import LayerCost, layer_costs
 from edgeprune.power.profiles import BYTES_PER_ELEMENT, DeviceProfile, PrecisionSpec, load_profile

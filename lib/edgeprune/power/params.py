@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgeprune.power.profiles import DeviceProfile, available_profiles, load_profile
+from edgeprune.fields import repeats_field
 from edgeprune.schema import Section
 
 STAGE = "device"
@@ -47,7 +48,7 @@ class DevicePowerParams(Section):
     export: bool = Field(True, description="write TorchScript exports for `python -m edgeprune.device run`")
     calib_images: int = Field(32, ge=1, description="train images calibrating the int8 exports")
     host_warmup: int = Field(2, ge=0, description="untimed runs before timing a model the method table has no latency for")
-    host_repeats: int = Field(10, ge=4, description="timed batch-1 runs for such a model")
+    host_repeats: int = repeats_field(10, "timed batch-1 runs for such a model")
     host_energy_seconds: float = Field(1.0, gt=0, description="metered inference per model and precision (RAPL only)")
 
     @field_validator("stages")

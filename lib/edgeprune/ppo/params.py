@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeprune.fields import SUPPORTED_BITS, ModelNames, Seeds
+from edgeprune.fields import ModelNames, Seeds, SUPPORTED_BITS, repeats_field
 from edgeprune.schema import Section
 
 
@@ -98,7 +98,7 @@ class PPOParams(Section):
     int8: bool = Field(True, description="also convert to real int8 (torch.ao) and measure it")
     latency: bool = Field(False, description="measure CPU latency (batch 1 and 64) of the float and int8 models")
     latency_warmup: int = Field(1, ge=0)
-    latency_repeats: int = Field(3, ge=3)
+    latency_repeats: int = repeats_field(4)
 
     @field_validator("prune_rates")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeprune.fields import ConditionStream, ModelNames, Seeds
+from edgeprune.fields import ConditionStream, ModelNames, Seeds, repeats_field
 from edgeprune.schema import Section
 
 # The structured static methods of edgeprune.prune (kept literal: importing it would pull
@@ -85,7 +85,7 @@ class QSAParams(Section):
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for accuracy; None = the whole test split")
     shift_accuracy: bool = Field(False, description="also measure every row's top-1 under each shift condition")
     latency: bool = Field(False, description="measure latency (batch 1 / 64) of every row")
-    latency_repeats: int = Field(10, ge=2)
+    latency_repeats: int = repeats_field(10)
     controller: ControllerParams = ControllerParams()
 
     @model_validator(mode="after")

@@ -52,7 +52,7 @@ def _git(*args: str, cwd: Path) -> str:
 
 
 def _machine() -> dict[str, object]:
-    from edgeprune.measure import cpu_model  # torch: imported only when a snapshot is made
+    from edgeprune.timing import cpu_model  # torch: imported only when a snapshot is made
 
     import torch
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -49,7 +49,8 @@ from edgeprune.power.params import STAGE, DevicePowerParams
 from edgeprune.counting import LayerCost, layer_costs
 from edgeprune.power.model import estimate
 from edgeprune.power.profiles import DeviceProfile, available_profiles, load_profile
-from edgeprune.quant import default_backend, quantize_int8
+from edgeprune.quant import quantize_int8
+from edgeprune.timing import quantized_engine
 from edgeprune.train import set_threads
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ class _Costed:
 
     def runnable(self, precision: str) -> nn.Module:
         """What runs on the host at ``precision``: the float model or its int8 copy on the host's engine."""
-        return self.int8(default_backend()) if precision == "int8" else self.module
+        return self.int8(quantized_engine()) if precision == "int8" else self.module
 
 
 def export_checked(module: nn.Module, path: Path, *, name: str, input_shape: Sequence[int], x: torch.Tensor) -> Path:
