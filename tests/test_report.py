@@ -341,3 +341,37 @@ def test_reference_snapshot_keeps_small_outputs_with_provenance(tmp_path):
     assert load_claims(tmp_path) is None
     with pytest.raises(FileNotFoundError, match="claims.csv"):
         snapshot(tmp_path / "nothing", out, run.parent / "params.yaml")
+
+
+def test_speedups_put_measured_speedup_beside_macs_reduction():
+    from edgeprune.report.tables import speedups
+
+    def row(method, seed, macs, b1, b64, int8_b64, budget=0):
+        return {"stage": "baselines", "model": "m", "method": method, "setting": "s", "seed": seed, "budget": budget,
+                "macs": macs, "latency_b1_ms": b1, "latency_b64_ms": b64, "int8_latency_b64_ms": int8_b64}  # fmt: skip
+
+    rows = pd.DataFrame([
+        row("none", 0, 400, 4.0, 40.0, 20.0), row("none", 1, 400, 4.0, 40.0, 20.0),
+        row("l1_filter", 0, 100, 4.0, 20.0, 10.0), row("l1_filter", 1, 100, 2.0, 20.0, 10.0),
+        row("l1_filter", 0, 100, 1.0, 1.0, 1.0, budget=1),  # another budget: not the primary
+    ])  # fmt: skip
+    numeric, display = speedups(Results(rows=rows))
+    got = numeric.set_index("method").loc["l1_filter"]
+    assert got["macs_reduction_mean"] == pytest.approx(4.0)
+    assert got["speedup_b1_mean"] == pytest.approx(1.5)  # 4/4 and 4/2
+    assert got["speedup_b64_mean"] == pytest.approx(2.0) and got["realised_b64_mean"] == pytest.approx(0.5)
+    assert got["int8_speedup_b64_mean"] == pytest.approx(4.0)
+    assert "none" not in set(numeric["method"]) and "realised / MACs (b64)" in display
+
+
+def test_modelled_power_cut_is_flagged_when_measured_time_does_not_fall(res):
+    assert "modelled power falls" not in claim_measurements(res)["akperl_power_reduction"][2]  # AKPERL 5 % faster here
+    slower = res.rows.copy()
+    slower.loc[slower["method"] == "akperl", "latency_b1_ms"] = 21.0  # the dense network: 20 ms
+    note = claim_measurements(Results(rows=slower, akperl=res.akperl))["akperl_power_reduction"][2]
+    assert "modelled power falls" in note and "0.95x" in note
+
+
+def test_every_table_build_all_can_make_has_a_caption(res):
+    built, skipped = tables.build_all(res)
+    assert set(built) | set(skipped) <= set(tables.CAPTIONS)

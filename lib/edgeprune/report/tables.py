@@ -35,6 +35,7 @@ __all__ = [
     "qsa_compression",
     "qsa_dynamic",
     "slow_int8",
+    "speedups",
     "write_table",
 ]
 
@@ -271,6 +272,8 @@ CAPTIONS: dict[str, str] = {
     "ppo_lth": "Lottery-ticket rewinding vs fine-tuning (same structure, bit-widths and budget), mean ± 95% CI over seeds.",
     "slow_int8": f"Networks whose real int8 copy runs more than {INT8_SLOW:g}x slower than their fp32 parent at batch 64 "
     "(measured on this CPU; an empty table is the target).",
+    "speedups": "Realised speedup beside MACs reduction: measured batch-1 and batch-64 speedup over the dense fp32 network "
+    "timed in the same stage, realised / MACs, and the int8 copy's batch-64 speedup; mean ± 95% CI over seeds.",
 }
 
 
@@ -301,6 +304,53 @@ def slow_int8(res: Results) -> Table:
     return numeric, display
 
 
+def speedups(res: Results) -> Table:
+    """Realised speedup beside MACs reduction: every network whose latency was measured on this CPU,
+    its MACs reduction and measured batch-1 / batch-64 speedup over the dense fp32 network timed in
+    the same stage, their ratio (realised / MACs, b64), and its int8 copy's batch-64 speedup over that
+    same dense fp32 network. Stages whose rows carry no latency (QSA, PPO in the quick profile) come
+    from the device-power stage's host timings (batch 1, one kept network per method) against the
+    dense network timed there."""
+    measured = res.rows.dropna(subset=["latency_b1_ms"])
+    measured = measured[(measured["budget"].isna()) | (measured["budget"] == 0)]
+    parts = []
+    for (_, _), rows in measured.groupby(["stage", "model"]):
+        dense = rows[rows["method"] == "none"]
+        if dense.empty:
+            continue
+        base = dense[["macs", "latency_b1_ms", "latency_b64_ms"]].mean()
+        parts.append(rows.assign(
+            macs_reduction=base["macs"] / rows["macs"], speedup_b1=base["latency_b1_ms"] / rows["latency_b1_ms"],
+            speedup_b64=base["latency_b64_ms"] / rows["latency_b64_ms"],
+            int8_speedup_b64=base["latency_b64_ms"] / rows.get("int8_latency_b64_ms", float("nan")),
+        ))  # fmt: skip
+    if res.power is not None:
+        host = res.power[res.power["device"].str.startswith("host") & (res.power["precision"] == "fp32")]
+        host = host[~host["stage"].isin(measured["stage"])]
+        for model, rows in host.groupby("model"):
+            dense = res.power[res.power["device"].str.startswith("host") & (res.power["model"] == model)
+                              & (res.power["method"] == "none") & (res.power["precision"] == "fp32")]  # fmt: skip
+            if dense.empty:
+                continue
+            parts.append(rows.assign(
+                seed=0, macs_reduction=dense["macs"].mean() / rows["macs"],
+                speedup_b1=dense["latency_ms"].mean() / rows["latency_ms"], speedup_b64=float("nan"),
+                int8_speedup_b64=float("nan"),
+            ))  # fmt: skip
+    if not parts:
+        raise LookupError("no network with a measured latency and a dense network timed beside it")
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows[rows["method"] != "none"].assign(realised_b64=lambda r: r["speedup_b64"] / r["macs_reduction"])
+    metrics = {
+        "macs_reduction": ("MACs reduction x", 2),
+        "speedup_b1": ("speedup b1 x (measured)", 2),
+        "speedup_b64": ("speedup b64 x (measured)", 2),
+        "realised_b64": ("realised / MACs (b64)", 2),
+        "int8_speedup_b64": ("int8 speedup b64 x vs dense fp32", 2),
+    }
+    return _summary(rows, ["stage", "model", "method", "setting"], metrics)
+
+
 def build_all(
     res: Results, power_profile: str = "rpi4", reference: pd.DataFrame | None = None
 ) -> tuple[dict[str, Table], dict[str, str]]:
@@ -315,6 +365,7 @@ def build_all(
         "ppo_density": ppo_density,
         "ppo_lth": ppo_lth,
         "slow_int8": slow_int8,
+        "speedups": speedups,
     }
     built, skipped = {}, {}
     for name, make in makers.items():
