@@ -27,7 +27,7 @@ from edgeprune.qsa.params import QSAParams
 from edgeprune.recover.params import FinetuneParams
 from edgeprune.schema import Section
 
-PROFILES = ("quick", "paper", "reference", "tiny")
+PROFILES = ("quick", "paper", "reference", "tiny", "smoke")
 
 
 class ParamsError(ValueError):
@@ -118,7 +118,7 @@ class BaselineParams(Section):
 class Params(Section):
     """The whole params.yaml."""
 
-    profile: Literal["quick", "paper", "reference", "tiny", "custom"] = "custom"
+    profile: Literal["quick", "paper", "reference", "tiny", "smoke", "custom"] = "custom"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
     data: DataParams = DataParams()
@@ -171,7 +171,7 @@ def profile_path(name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgeprune.config", description="validate params.yaml")
     parser.add_argument("params", nargs="?", default="params.yaml")
-    parser.add_argument("--use", metavar="PROFILE", help="first replace params with a packaged profile (paper, reference, tiny)")
+    parser.add_argument("--use", metavar="PROFILE", help="first replace params with a packaged profile (paper, reference, tiny, smoke)")
     args = parser.parse_args(argv)
     try:
         if args.use:
