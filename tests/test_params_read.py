@@ -2,7 +2,7 @@
 
 DVC re-runs a stage when a key it lists changes, and only then: a key read but not listed is a
 stale-result bug, a key listed but never read re-runs the stage for nothing. The test runs each
-stage's notebook code in-process, in pipeline order, on the tiny profile, with ``load_params``
+stage's notebook code in-process, in pipeline order, on the tiny profile (one PPO seed), with ``load_params``
 returning a view that records every key read through it (a section serialised whole, e.g. by
 ``model_dump``, counts as reading all of it).
 """
@@ -84,8 +84,10 @@ def _used(entry: str, reads: set[str]) -> bool:
 def test_each_stage_reads_exactly_the_params_it_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     matplotlib.use("Agg")
     monkeypatch.chdir(REPO)
-    params_file = str(REPO / "lib" / "edgeprune" / "profiles" / "tiny.yaml")
-    tiny = yaml.safe_load(Path(params_file).read_text())
+    tiny = yaml.safe_load((REPO / "lib" / "edgeprune" / "profiles" / "tiny.yaml").read_text())
+    tiny["ppo"]["seeds"] = [0]  # one PPO seed reads the same keys as three, in a third of the time
+    params_file = str(tmp_path / "params.yaml")
+    Path(params_file).write_text(yaml.safe_dump(tiny))
     problems = []
     for stage, notebook, listed in _stages():
         reads: set[str] = set()
