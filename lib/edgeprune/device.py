@@ -185,8 +185,9 @@ def time_latency(
     """Batch-1 latency statistics in ms (the project's one timer, :func:`edgeprune.timing.time_call`)."""
     with torch.no_grad():
         stats = time_call(lambda: module(x), warmup=warmup, repeats=repeats, sync=sync)
-    return {"median": stats.median_ms, "q1": stats.q1_ms, "q3": stats.q3_ms, "iqr": stats.iqr_ms,
-            "mean": stats.mean_ms, "min": stats.min_ms, "max": stats.max_ms, "repeats": stats.repeats, "warmup": stats.warmup, "threads": stats.threads}
+    return {"median": stats.median_ms, "q1": stats.q1_ms, "q3": stats.q3_ms, "iqr": stats.iqr_ms, "mean": stats.mean_ms,
+            "min": stats.min_ms, "max": stats.max_ms, "repeats": stats.repeats, "warmup": stats.warmup,
+            "threads": stats.threads}
 
 
 def meter_inference(

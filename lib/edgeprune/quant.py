@@ -21,6 +21,7 @@ from edgeprune.data import normalize
 from edgeprune.prune import bake_masks
 from edgeprune.timing import quantized_engine
 
+
 def _check_backend(backend: str) -> None:
     supported = torch.backends.quantized.supported_engines
     if backend not in supported:

@@ -2,10 +2,9 @@
 
 Every latency figure (the measurement harness, the stages, the device runner on a board) comes
 from :func:`time_call`, built on :class:`torch.utils.benchmark.Timer`: explicit warm-up runs
-(oneDNN and the int8 kernels build their primitives on the first calls), then
-``blocked_autorange``, which groups runs into blocks long enough that the timer's own overhead
-is negligible and sets the torch thread count for the measurement only. Median and IQR are
-torch's, per run (block time / runs per block).
+(oneDNN and the int8 kernels build their primitives on the first calls), then single timed runs
+(``Timer.timeit(1)``) under the thread count asked for, set for the measurement only. Median and
+IQR are torch's ``Measurement`` statistics over those single runs.
 
 This module needs torch alone, so it ships to the boards with :mod:`edgeprune.device`.
 """

@@ -326,10 +326,9 @@ def speedups(res: Results) -> Table:
         ))  # fmt: skip
     if res.power is not None:
         host = res.power[res.power["device"].str.startswith("host") & (res.power["precision"] == "fp32")]
-        host = host[~host["stage"].isin(measured["stage"])]
-        for model, rows in host.groupby("model"):
-            dense = res.power[res.power["device"].str.startswith("host") & (res.power["model"] == model)
-                              & (res.power["method"] == "none") & (res.power["precision"] == "fp32")]  # fmt: skip
+        for _, rows in host.groupby("model"):
+            dense = rows[rows["method"] == "none"]
+            rows = rows[~rows["stage"].isin(measured["stage"])]
             if dense.empty:
                 continue
             parts.append(rows.assign(
