@@ -29,6 +29,7 @@ data: setup
 
 repro: data
 	$(BIN)/python -m edgeprune.config $(if $(PROFILE),--use $(PROFILE),) params.yaml
+	$(BIN)/python -m edgeprune.preflight params.yaml
 	$(BIN)/dvc repro
 
 test: data
