@@ -11,7 +11,7 @@ from torch import nn
 from conftest import make_images
 from edgeprune.data import Split, normalize
 from edgeprune.models import create_model
-from edgeprune.train import FitConfig, distillation_loss, evaluate, fit, resolve_device, set_threads
+from edgeprune.train import FitConfig, distillation_loss, evaluate, fit, set_threads
 
 
 def toy_split(n_per_class: int = 32) -> Split:
@@ -181,7 +181,5 @@ def test_bad_arguments_are_named() -> None:
         FitConfig(epochs=1, lr=0.1, distill_temperature=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         fit(small_net(), toy_split(2), FitConfig(epochs=1, lr=0.1, batch_size=64), progress=False)
-    with pytest.raises(ValueError, match="device"):
-        resolve_device("tpu")
     with pytest.raises(ValueError, match="num_threads"):
         set_threads(-1)

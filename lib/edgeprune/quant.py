@@ -18,6 +18,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from edgeprune.data import normalize
+from edgeprune.placement import INT8_DEVICE, place
 from edgeprune.prune import bake_masks
 from edgeprune.timing import quantized_engine
 
@@ -56,7 +57,7 @@ def quantize_int8(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    float_model = bake_masks(copy.deepcopy(model)).cpu().eval()
+    float_model = place(bake_masks(copy.deepcopy(model)), INT8_DEVICE).eval()  # int8 kernels are CPU-only
     example = normalize(calib_x[:1])
     expected_shape = float_model(example).shape
     torch.backends.quantized.engine = backend

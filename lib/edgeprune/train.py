@@ -27,19 +27,9 @@ from tqdm.auto import tqdm
 
 from edgeprune.data import Split, apply_condition, normalize, random_crop_flip
 from edgeprune.io import save_torch_atomic
+from edgeprune.placement import place
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available (use 'auto' or 'cpu')")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    return torch.device(device)
 
 
 def set_threads(num_threads: int) -> int:
@@ -151,9 +141,9 @@ def _to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
 def predict(
     model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """Logits for uint8 images ``x``, in eval mode, batched."""
+    """Logits for uint8 images ``x``, in eval mode, batched; ``model`` is first placed on ``device`` (in place)."""
     device = torch.device(device)
-    model.eval()
+    place(model, device).eval()
     channels_last = _is_channels_last(model)
     outs = [model(_to_input(x[i : i + batch_size], device, channels_last)).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(outs)
@@ -210,7 +200,7 @@ def fit(
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
+    place(model, device, memory_format)
     optimizer = torch.optim.SGD(
         _param_groups(model, config.weight_decay), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0
     )
@@ -222,7 +212,7 @@ def fit(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     distill = teacher is not None and config.distill_weight > 0
     if distill:
-        teacher = teacher.to(device=device, memory_format=memory_format).eval()
+        teacher = place(teacher, device, memory_format).eval()
     fingerprint = config.fingerprint({"n_train": len(train)})
     result = FitResult()
     if config.rewind_epoch == 0:

@@ -31,6 +31,7 @@ from torch import nn
 from edgeprune.akperl.units import PruningUnit, find_units
 from edgeprune.data import CONDITIONS, Split, apply_condition, normalize
 from edgeprune.measure import INPUT_SHAPE
+from edgeprune.placement import place
 from edgeprune.power.model import Estimate, estimate
 from edgeprune.power.profiles import DeviceProfile, load_profile
 from edgeprune.prune import classifier_name, recalibrate_bn
@@ -211,7 +212,7 @@ class PruningTask:
         units = find_units(
             model, ignored_layers=ignored, input_shape=input_shape, min_mac_share=min_mac_share, round_to=round_to
         )
-        model = model.to(device)
+        model = place(model, device)
         pools = {c: apply_condition(stats_x, c, severity, seed=2) for c in conditions}
         return cls(
             model=model,

@@ -32,6 +32,7 @@ from edgeprune import fakequant
 from edgeprune.counting import layer_costs
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, count_params, model_size
+from edgeprune.placement import place
 from edgeprune.ppo.pruning import ChannelGroup, PrunePlan, apply_plan, make_plan
 from edgeprune.prune import recalibrate_bn
 from edgeprune.train import evaluate
@@ -126,7 +127,7 @@ class CompressionSearch:
                 f"{len(val_x)} and {len(val_y)}"
             )
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()  # pruned copies are made on the CPU, then moved
+        self.model = place(model, self.device).eval()  # pruned copies are made on the CPU, then moved
         self.groups = list(groups)
         self.layers = describe_layers(self.model, self.groups, input_shape)
         self.calib_x, self.val_x, self.val_y = calib_x, val_x, val_y
@@ -173,7 +174,7 @@ class CompressionSearch:
             self._models.move_to_end(rates)
             return self._models[rates]
         plan = self.plan(rates)
-        model = apply_plan(self.model, plan, self.input_shape).to(self.device)
+        model = place(apply_plan(self.model, plan, self.input_shape), self.device)
         if plan.removes_channels:  # downstream statistics moved
             recalibrate_bn(model, self.calib_x, batch_size=self.batch_size)
         calib = normalize(self.calib_x).to(self.device)

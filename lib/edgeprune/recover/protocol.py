@@ -39,6 +39,7 @@ from torch import nn
 
 from edgeprune import fakequant
 from edgeprune.data import Split, normalize
+from edgeprune.placement import place
 from edgeprune.prune import recalibrate_bn
 from edgeprune.recover.params import Budget, FinetuneParams
 from edgeprune.train import FitConfig, fit
@@ -127,7 +128,7 @@ class Recovery:
         quantized = bool(bits) and min(bits.values()) < 8
         if not pruned and not quantized:  # nothing was lost: nothing to recover
             return model.cpu().eval()
-        model = model.to(self.device)
+        model = place(model, self.device)
         if pruned:
             recalibrate_bn(model, calib)
         if budget is None:

@@ -53,7 +53,8 @@ from edgeprune.io import read_json, save_module, write_csv_atomic, write_json_at
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
 from edgeprune.stats import format_summary, summarise
-from edgeprune.train import resolve_device, set_threads
+from edgeprune.placement import resolve_device
+from edgeprune.train import set_threads
 
 STAGE = "30_akperl_dqn"
 TABLE1_METRICS = ["top1", "power_mw_modelled", "latency_b1_ms", "sparsity_pct"]

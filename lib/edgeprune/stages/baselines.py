@@ -30,7 +30,8 @@ from edgeprune.io import save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
 from edgeprune.stats import by_budget, format_mean_ci, mean_ci, summarise
-from edgeprune.train import resolve_device, set_threads
+from edgeprune.placement import resolve_device
+from edgeprune.train import set_threads
 
 STAGE = "baselines"
 STRUCTURED = ("l1_filter", "magnitude_structured")

@@ -13,7 +13,8 @@ from edgeprune.data import load_prepared
 from edgeprune.io import read_json, save_torch_atomic, write_json_atomic
 from edgeprune.models import create_model
 from edgeprune.paths import ResultPaths
-from edgeprune.train import FitConfig, evaluate, fit, resolve_device, set_threads
+from edgeprune.placement import resolve_device
+from edgeprune.train import FitConfig, evaluate, fit, set_threads
 
 
 def fit_config(params: Params, model_name: str, seed: int) -> FitConfig:

@@ -56,7 +56,8 @@ from edgeprune.ppo.retrain import retrain
 from edgeprune.ppo.search import BYTES_PER_MB, CompressionSearch, Outcome
 from edgeprune.prune import PruneReport
 from edgeprune.recover.protocol import Recovery
-from edgeprune.train import evaluate, resolve_device, set_threads
+from edgeprune.placement import place, resolve_device
+from edgeprune.train import evaluate, set_threads
 
 if TYPE_CHECKING:
     from edgeprune.config import Params
@@ -196,7 +197,7 @@ def _report(
     fake-quantized model; with ``hardware``, int8 conversion and latency of the float pruned
     model (k-bit layers have no kernels here)."""
     cfg, device = params.ppo, resolve_device(params.device)
-    model = model.to(device).eval()
+    model = place(model, device).eval()
     calib = normalize(ctx.calib.x).to(device)
     acts = fakequant.calibrate(model, calib, bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
     simulated = fakequant.quantize_model(model, bits, acts)

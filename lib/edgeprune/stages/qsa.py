@@ -46,7 +46,8 @@ from edgeprune.qsa.masks import Compression, int8_size_estimate
 from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
 from edgeprune.quant import quantize_int8
 from edgeprune.recover.protocol import Recovery
-from edgeprune.train import resolve_device, set_threads
+from edgeprune.placement import resolve_device
+from edgeprune.train import set_threads
 
 if TYPE_CHECKING:
     from edgeprune.config import Params
