@@ -11,6 +11,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from edgeprune.akperl.controls import random_search
 from edgeprune.akperl.agent import grid_search, select_coefficients, steps_to_fraction, train_agent
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.params import AkperlParams, DQNParams
@@ -19,6 +20,7 @@ from edgeprune.akperl.task import batch_stats
 from edgeprune.akperl.units import apply_levels, channel_sparsity, find_units, legal_level
 from edgeprune.data import apply_condition, normalize
 from edgeprune.models import create_model
+from edgeprune.stages import akperl as akperl_stage
 
 from akperl_helpers import SHAPE, images
 
@@ -131,6 +133,40 @@ def test_train_agent_logs_episodes_and_reads_a_policy_per_condition(task, tmp_pa
     assert (tmp_path / "live" / "metrics.json").is_file()
     assert run.steps_to_99 is not None and run.steps_to_99 <= 40
     assert list((tmp_path / "tmp").iterdir()) == []  # no stray SB3-* log folder
+
+
+def test_random_search_is_reproducible_spends_its_budget_and_keeps_the_best_reward(task):
+    coef = RewardCoefficients(1.0, 0.5, 0.1, 0.01, layer_weights(task.units))
+    run = random_search(task, coef, episodes=6, seed=3, min_sparsity=0.3, stats_batch=8)
+    again = random_search(task, coef, episodes=6, seed=3, min_sparsity=0.3, stats_batch=8)
+    other = random_search(task, coef, episodes=6, seed=4, min_sparsity=0.3, stats_batch=8)
+    assert len(run.episodes) == 6 and list(run.episodes.episode) == list(range(1, 7))  # exactly the budget
+    assert list(run.episodes.levels) == list(again.episodes.levels) != list(other.episodes.levels)
+    assert (run.episodes.sparsity >= 0.3).all()  # the agent's floor holds for the control too
+    assert run.best.R == run.episodes.R.max() and len(run.levels) == len(task.units)
+    assert run.summary()["episodes"] == 6 and run.condition == "clean"
+
+
+def test_controls_refuse_a_zero_budget_an_unknown_condition_and_an_unknown_name(task):
+    coef = RewardCoefficients(1.0, 0.5, 0.1, 0.01, layer_weights(task.units))
+    with pytest.raises(ValueError, match="budget of at least one episode"):
+        random_search(task, coef, episodes=0, seed=0)
+    with pytest.raises(KeyError, match="fog"):
+        random_search(task, coef, episodes=1, seed=0, condition="fog")
+    with pytest.raises(ValidationError, match="controls"):
+        AkperlParams(controls=["greedy_oracle"])
+
+
+def test_control_gap_differences_top1_and_sparsity_per_seed_and_budget():
+    rows = pd.DataFrame([
+        {"method": m, "seed": seed, "recovery_steps": steps, "top1": top1 + seed + (steps == 64), "sparsity_realised": sp}
+        for seed in range(3) for steps in (8, 64)
+        for m, top1, sp in (("akperl", 70.0, 0.50), ("random_search", 69.0, 0.46), ("l1_filter", 60.0, 0.50))
+    ])  # fmt: skip
+    gap = akperl_stage.control_gap(rows)
+    assert list(gap["recovery steps"]) == [8, 64] and set(gap["control"]) == {"random_search"}
+    assert gap["AKPERL − control top-1 (pt)"].str.startswith("1.00 ± 0.00").all()
+    assert gap["AKPERL − control sparsity (pt)"].str.startswith("4.00 ± 0.00").all() and (gap["seeds"] == 3).all()
 
 
 # --------------------------------------------------------------------------- the switching controller

@@ -33,6 +33,8 @@ DENSE = {"top1": 72.0, "power": 150.0, "latency": 20.0}
 AKPERL = [71.5, 71.8, 72.1]
 L1 = [68.0, 68.5, 67.9]
 MAG = [67.0, 67.4, 66.8]
+RANDOM = [71.6, 71.0, 72.3]  # equal-budget random search: no better or worse than AKPERL beyond noise
+AGENT_R_MINUS = [0.45, 0.47, 0.44]  # the random control's best R: below the agent's clean R (0.50, 0.52, 0.47)
 
 
 def _akperl_rows() -> pd.DataFrame:
@@ -43,6 +45,7 @@ def _akperl_rows() -> pd.DataFrame:
             ("akperl", AKPERL[seed], 100.0 + seed, 0.45),
             ("l1_filter", L1[seed], 120.0, 0.45),
             ("magnitude_structured", MAG[seed], 115.0 - seed, 0.45),
+            ("random_search", RANDOM[seed], 105.0, 0.47),
         ):
             rows.append({"model": "mobilenet_v3_small", "method": method, "setting": "x", "seed": seed, "top1": acc,
                          "latency_b1_ms": 19.0 + 0.1 * seed, "sparsity_realised": sparsity,
@@ -80,9 +83,13 @@ def _ppo_comparison(gains: list[float]) -> pd.DataFrame:
 def res() -> Results:
     akperl_summary = {"steps_to_99": {"0": 100, "1": 120, "2": 140}, "steps_per_run": 300}
     ablations = pd.DataFrame({"variant": ["full", "no_stats"], "seed": [0, 0], "final_R": [1.0, 0.7]})
+    policies = pd.DataFrame({"label": ["akperl"] * 6, "seed": [0, 0, 1, 1, 2, 2], "condition": ["clean", "fog"] * 3,
+                             "R": [0.50, 0.1, 0.52, 0.1, 0.47, 0.1]})  # fmt: skip
+    controls = pd.DataFrame({"label": ["random"] * 3, "seed": [0, 1, 2], "condition": ["clean"] * 3, "R": AGENT_R_MINUS})
     return Results(
         rows=pd.concat([_akperl_rows(), _qsa_rows()], ignore_index=True),
-        akperl={"mobilenet_v3_small": {"summary": akperl_summary, "ablations": ablations}},
+        akperl={"mobilenet_v3_small": {"summary": akperl_summary, "ablations": ablations, "policies": policies,
+                                        "controls": controls}},
         ppo={"mobilenet_v2": _ppo_comparison([10.0, 12.0, 14.0])},
     )
 
@@ -107,6 +114,19 @@ def test_akperl_measurements_are_per_seed_differences_with_t_intervals(res):
     assert m["akperl_dqn_convergence"][0] == pytest.approx(120.0)
     mean, half = m["akperl_monitoring_ablation"][:2]  # one ablation seed: a mean, no interval
     assert mean == pytest.approx(0.3) and np.isnan(half)
+
+
+def test_the_dqn_is_judged_against_equal_budget_random_search_as_our_check(res):
+    m = claim_measurements(res)
+    agent_r = np.array([0.50, 0.52, 0.47])  # the clean condition's R; the fog rows are another condition
+    assert m["akperl_vs_random_search"][:2] == pytest.approx(_t_ci(agent_r - np.array(AGENT_R_MINUS)))
+    table = claims_table(m).set_index("id")
+    assert table.loc["akperl_vs_random_search", "paper"] == "AKPERL (our check)"
+    assert table.loc["akperl_vs_random_search", "verdict"] == "reproduced"  # +0.043 ± 0.016: the DQN is ahead
+    assert table.loc["akperl_vs_l1_acc", "paper"] == "AKPERL"
+    files = {k: v for k, v in res.akperl["mobilenet_v3_small"].items() if k != "controls"}
+    without = Results(rows=res.rows, akperl={"mobilenet_v3_small": files}, ppo=res.ppo)
+    assert "akperl_vs_random_search" not in claim_measurements(without)  # a run without controls: not testable
 
 
 def test_akperl_significance_is_the_largest_holm_adjusted_one_sided_p(res):
@@ -177,7 +197,8 @@ def test_recovered_claims_are_measured_at_every_budget_against_methods_at_that_b
 
 def test_akperl_table1_puts_the_papers_numbers_beside_ours(res):
     numeric, shown = tables.akperl_table1(res)
-    assert list(shown["method"]) == ["none", "l1_filter", "magnitude_structured", "akperl"]
+    assert list(shown["method"]) == ["none", "l1_filter", "magnitude_structured", "akperl", "random_search"]
+    assert pd.isna(shown.set_index("method").loc["random_search", "paper top-1 %"])  # a control: no paper number
     row = shown.set_index("method").loc["akperl"]
     assert row["paper top-1 %"] == 72.0
     assert row["top-1 %"].startswith(f"{np.mean(AKPERL):.2f} ± ")

@@ -208,7 +208,7 @@ def claims_table(measurements: Mapping[str, object], claims: list[Claim] | None 
         def shown(m: Measurement) -> str:
             return "—" if _missing(m.mean) else format_mean_ci(m.mean, m.ci_half_width, claim.digits) + unit
 
-        row = {"id": claim.id, "paper": claim.paper, "claim": claim.text, "metric": claim.metric,
+        row = {"id": claim.id, "paper": claim.source, "claim": claim.text, "metric": claim.metric,
                "paper's number": claim.paper_number}  # fmt: skip
         for steps in axis:
             m = per_budget.get(steps)

@@ -43,6 +43,10 @@ class AkperlParams(Section):
     ablations: list[Literal["no_stats", "no_power", "uniform"]] = Field(
         default_factory=lambda: list(ABLATIONS), description="no input statistics in the state / beta=0 / uniform layer weights"
     )
+    controls: list[Literal["random"]] = Field(
+        default_factory=lambda: ["random"],
+        description="equal-budget search controls per seed (akperl.controls): random = uniform random levels, best by R",
+    )
     conditions: ConditionSet | None = Field(
         default_factory=lambda: ["clean", "low_light"], description="input conditions the policy sees; None = shift.conditions"
     )

@@ -121,7 +121,7 @@ def load_results(paths: ResultPaths, models: Iterable[str], stages: Sequence[str
             frames.append(rows)
             folder = paths.method_rows(stage, model).parent
             if stage == "akperl":
-                res.akperl[model] = _stage_files(folder, ("ablations", "stream", "episodes", "policies"))
+                res.akperl[model] = _stage_files(folder, ("ablations", "stream", "episodes", "policies", "controls"))
             elif stage == "qsa":
                 res.qsa[model] = _stage_files(folder, ("stream", "triggers"))
             elif stage == "ppo" and (folder / "comparison.csv").is_file():

@@ -129,6 +129,14 @@ def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
                 f"{len(steps) - len(converged)} of {len(steps)} runs still rising after {PLATEAU_FRACTION:.0%} "
                 f"of their {budget} steps: no plateau to measure (raise akperl.dqn.steps)",
             )
+    controls, policies = files.get("controls"), files.get("policies")
+    if controls is not None and policies is not None and len(controls):
+        agent = policies[(policies["label"] == "akperl")]
+        agent = agent[agent["condition"].isin(controls["condition"])].set_index("seed")["R"]
+        random = controls[controls["label"] == "random"].set_index("seed")["R"]
+        out["akperl_vs_random_search"] = _mci(
+            (agent - random).dropna(), f"{note}; random search scored as many configurations as the agent finished episodes"
+        )
     ablations = files.get("ablations")
     if ablations is not None and "no_stats" in set(ablations["variant"]):
         full = ablations[ablations["variant"] == "full"].set_index("seed")["final_R"]

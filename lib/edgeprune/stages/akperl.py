@@ -42,6 +42,7 @@ from torch import nn
 
 from edgeprune import measure, prune, results
 from edgeprune.akperl.agent import AgentRun, grid_search, train_agent
+from edgeprune.akperl.controls import SEARCHES, ControlRun
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
@@ -52,12 +53,13 @@ from edgeprune.data import PreparedData, Split, load_prepared
 from edgeprune.io import read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
-from edgeprune.stats import format_summary, summarise
+from edgeprune.stats import format_mean_ci, format_summary, mean_ci, summarise
 from edgeprune.placement import resolve_device
 from edgeprune.train import set_threads
 
 STAGE = "30_akperl_dqn"
 TABLE1_METRICS = ["top1", "power_mw_modelled", "latency_b1_ms", "sparsity_pct"]
+CONTROL_COLUMNS = ["label", "seed", "condition", "episodes", "R", "val_acc", "power_rel", "sparsity", "seconds"]
 # Static networks are reused for the stream when their sparsity is this close to the stream's average.
 SPARSITY_MATCH = 0.02
 
@@ -156,6 +158,7 @@ class _Search:
     grid_runs: list[AgentRun]
     runs: list[AgentRun]  # one per seed, with the chosen coefficients
     ablation_runs: list[AgentRun]
+    controls: dict[int, list[ControlRun]]  # per seed: the equal-budget search controls (akperl.controls)
 
 
 def _search(params: Params, task_for: Callable[[int], PruningTask], live_root: Path, timing: dict[str, float]) -> _Search:
@@ -189,7 +192,21 @@ def _search(params: Params, task_for: Callable[[int], PruningTask], live_root: P
                     _train(task, params, coef, seed=seed, label=variant, input_stats=variant != "no_stats",
                            live=live_root / f"{variant}-s{seed}")  # fmt: skip
                 )
-    return _Search(grid, chosen, grid_runs, runs, ablation_runs)
+    with _timed(timing, "controls"):
+        controls = {run.seed: _controls(task_for(run.seed), params, run) for run in runs}
+    return _Search(grid, chosen, grid_runs, runs, ablation_runs, controls)
+
+
+def _controls(task: PruningTask, params: Params, run: AgentRun) -> list[ControlRun]:
+    """The seed's search controls, each with the agent's coefficients and as many scored configurations
+    as the agent finished episodes (:mod:`edgeprune.akperl.controls`)."""
+    p = params.akperl
+    condition = "clean" if "clean" in task.conditions else task.conditions[0]  # Table 1's network
+    return [
+        SEARCHES[name](task, run.coefficients, episodes=len(run.episodes), seed=run.seed, condition=condition,
+                       min_sparsity=_floor(params), stats_batch=p.stats_batch)  # fmt: skip
+        for name in p.controls
+    ]
 
 
 def _describer(dense: nn.Module, power: PowerModel) -> Callable[[nn.Module], dict[str, float]]:
@@ -213,8 +230,12 @@ class _SeedNetworks:
     methods differ only in structure.
     """
 
-    def __init__(self, params: Params, run: AgentRun, task: PruningTask, dense: nn.Module, recovery: Recovery) -> None:
+    def __init__(
+        self, params: Params, run: AgentRun, task: PruningTask, dense: nn.Module, recovery: Recovery,
+        controls: list[ControlRun] | None = None,
+    ) -> None:  # fmt: skip
         self.params, self.run, self.task, self.dense, self.recovery = params, run, task, dense, recovery
+        self.controls = list(controls or [])
         self.configs = {c: run.levels(c) for c in task.conditions}  # condition -> levels the policy picks
         self.names = {levels: f"config-{i}" for i, levels in enumerate(dict.fromkeys(self.configs.values()))}
         self.clean_levels = self.configs["clean" if "clean" in self.configs else task.conditions[0]]
@@ -262,11 +283,16 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
     for budget in range(len(params.finetune.budgets)):
         networks = [(m, nets.static(m, s_clean, budget), {}) for m in ("l1_filter", "magnitude_structured")]
         networks.append(("akperl", nets.akperl(nets.clean_levels, budget), {"levels": levels}))
+        for control in nets.controls:  # same units, same recovery: a network equal to the agent's is shared
+            best = control.summary()
+            networks.append((f"{control.label}_search", nets.akperl(control.levels, budget),
+                             {"levels": "/".join(f"{LEVELS[v] * 100:.0f}" for v in control.levels),
+                              "search_R": best["R"], "episodes": best["episodes"]}))  # fmt: skip
         for method, net, more in networks:
-            setting = "clean-config" if method == "akperl" else f"s{s_clean:.2f}"
+            setting = "clean-config" if method == "akperl" or method.endswith("_search") else f"s{s_clean:.2f}"
             arch = measure.architecture_key(net)
             row = measure.report(net, test.x, test.y, method=method, setting=setting, seed=run.seed,
-                                 pruning=_prune_report(method, nets.dense, net, s_clean),
+                                 pruning=_prune_report(method, nets.dense, net, nets.sparsity(net) if method.endswith("_search") else s_clean),
                                  extra={**power.summary(net), **extra, **more},
                                  **{**report, "latency": arch not in latency})  # fmt: skip
             row |= nets.recovery.columns(budget)
@@ -326,7 +352,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     with _timed(timing, "networks_and_measurement"):
         for run_ in search.runs:
             d = dense_seed_for(params, run_.seed)
-            nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], recovery)
+            nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], recovery, search.controls[run_.seed])
             with_dense = not any(r["method"] == "none" and r["seed"] == d for r in rows)
             rows += _table1_rows(nets, test, model_name, with_dense=with_dense)
             if run_.seed == p.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
@@ -348,6 +374,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     write_csv_atomic(pd.concat([r.episodes.assign(label=r.label, seed=r.seed) for r in every]), out / "episodes.csv")
     write_csv_atomic(pd.concat([r.policy.assign(label=r.label, seed=r.seed) for r in every]), out / "policies.csv")
     write_csv_atomic(ablations, out / "ablations.csv")
+    controls = [c for runs_ in search.controls.values() for c in runs_]
+    write_csv_atomic(pd.DataFrame([c.summary() for c in controls], columns=CONTROL_COLUMNS), out / "controls.csv")
     write_csv_atomic(pd.concat(frames, ignore_index=True), out / "stream.csv")
     write_csv_atomic(pd.DataFrame([asdict(u) for u in task_for(p.seeds[0]).units]), out / "units.csv")
     timing["total_s"], timing["total_cpu_s"] = time.perf_counter() - wall, time.process_time() - cpu
@@ -371,7 +399,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
 
 
 def read(paths: ResultPaths, model_name: str, name: str) -> pd.DataFrame | dict:
-    """One of the stage's outputs: grid, runs, episodes, policies, ablations, stream, units, rows, summary."""
+    """One of the stage's outputs: grid, runs, episodes, policies, ablations, controls, stream, units, rows, summary."""
     out = out_dir(paths, model_name)
     if name == "summary":
         return read_json(out / "summary.json")
@@ -390,7 +418,7 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
     extra = df["extra"].map(lambda e: json.loads(e) if isinstance(e, str) and e else {})
     df["power_mw_modelled"] = extra.map(lambda e: e.get("power_mw_modelled", np.nan))
     df["sparsity_pct"] = 100 * df["sparsity_realised"].astype(float)
-    order = {m: i for i, m in enumerate(["none", "l1_filter", "magnitude_structured", "akperl"])}
+    order = {m: i for i, m in enumerate(["none", "l1_filter", "magnitude_structured", "random_search", "akperl"])}
     summary = summarise(df, ["method"], TABLE1_METRICS).sort_values("method", key=lambda s: s.map(order))
     table = format_summary(summary, TABLE1_METRICS, digits={"top1": 2, "power_mw_modelled": 1, "latency_b1_ms": 2, "sparsity_pct": 1})
     table["n_seeds"] = summary["top1_n"].to_numpy()
@@ -398,6 +426,25 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
         columns={"top1": "top-1 %", "power_mw_modelled": "power mW (modelled)", "latency_b1_ms": "inference ms (measured, b1)",
                  "sparsity_pct": "sparsity %"}  # fmt: skip
     )
+
+
+def control_gap(rows: pd.DataFrame) -> pd.DataFrame:
+    """AKPERL minus each equal-budget search control after recovery, per recovery budget: top-1 (pt) and
+    channel sparsity (pt), mean ± 95 % CI over seeds of the per-seed differences. The two searches optimise
+    the same reward, so a control may trade accuracy for sparsity differently: read both columns."""
+    ranked = rows[(rows["method"] == "akperl") | rows["method"].str.endswith("_search")]
+    ranked = ranked.assign(sparsity_pct=100 * ranked["sparsity_realised"].astype(float))
+    metrics = {"top1": "top-1 (pt)", "sparsity_pct": "sparsity (pt)"}
+    wide = ranked.pivot_table(index=["recovery_steps", "seed"], columns="method", values=list(metrics))
+    gaps = []
+    for control in sorted({c for _, c in wide.columns if c.endswith("_search")}):
+        for steps, part in wide.groupby(level=0):
+            gap: dict[str, Any] = {"control": control, "recovery steps": int(steps)}
+            for metric, label in metrics.items():
+                diff = (part[(metric, "akperl")] - part[(metric, control)]).dropna()
+                gap[f"AKPERL − control {label}"] = format_mean_ci(*mean_ci(diff.to_numpy()), 2)
+            gaps.append(gap | {"seeds": len(part)})
+    return pd.DataFrame(gaps)
 
 
 def stream_summary(stream: pd.DataFrame) -> pd.DataFrame:
