@@ -16,6 +16,7 @@ from small_nets import chain, separable, train_briefly
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
+from edgeprune.ppo.controls import random_search
 from edgeprune.ppo.agent import greedy_episode, select_policy, train_agent, warm_start_logits
 from edgeprune.ppo.params import PPOParams
 from edgeprune.data import Split
@@ -200,6 +201,23 @@ def test_env_passes_check_env_and_rewards_performance_density(search):
     assert info["top1"] == expected.top1 and info["size_mb"] == expected.size_mb
     assert reward == pytest.approx(expected.density / search.reference.density)
     assert env.episodes[-1].feasible
+
+
+def test_random_search_spends_exactly_its_budget_reproducibly_through_the_env(search):
+    env, again, other = make_env(search), make_env(search), make_env(search)
+    env.reset(seed=0)
+    env.step([0, 2])  # an unfinished episode before the control runs is not counted
+    episodes = random_search(env, episodes=5, seed=7)
+    assert len(episodes) == 5 and episodes == env.episodes[-5:]
+    actions = [(e.rates, e.bits) for e in episodes]
+    assert actions == [(e.rates, e.bits) for e in random_search(again, episodes=5, seed=7)]
+    assert actions != [(e.rates, e.bits) for e in random_search(other, episodes=5, seed=8)]
+    assert all(set(e.bits) <= {2, 4, 8} and set(e.rates) <= {0.0, 0.25, 0.5} for e in episodes)
+    assert all(e.reward == pytest.approx(env.reward(e.outcome)) for e in episodes)  # the agent's own reward
+    with pytest.raises(ValueError, match="at least one episode"):
+        random_search(env, episodes=0, seed=0)
+    with pytest.raises(ValidationError, match="controls"):
+        PPOParams(controls=["grid"])
 
 
 def test_env_penalises_every_point_below_the_floor(search):

@@ -76,6 +76,7 @@ def _ppo_comparison(gains: list[float]) -> pd.DataFrame:
         "static_density": [9.0] * n, "ppo_top1": [70.0] * n, "static_top1": [70.5] * n, "dense_top1": [70.5] * n,
         "size_reduction": [5.0] * n, "ppo_bits": [6.0] * n, "lth_top1": [60.0] * n, "ft_top1_float": [70.2] * n,
         "lth_top1_float": [60.5] * n, "lth_density": [8.0] * n, "budget": [0] * n, "recovery_steps": [8] * n,
+        "density_gain_vs_random_pct": [g - 8.0 for g in gains],
     })  # fmt: skip
 
 
@@ -159,6 +160,14 @@ def test_ppo_density_claims_per_model_and_missing_models_say_why(res):
     m = claim_measurements(res)
     assert m["ppo_density_mobilenet"][:2] == pytest.approx(_t_ci([10.0, 12.0, 14.0]))
     assert m["ppo_density_vgg19"][0] is None and "vgg19_bn" in m["ppo_density_vgg19"][2]
+
+
+def test_ppo_is_judged_against_equal_budget_random_search_as_our_check(res):
+    m = claim_measurements(res)
+    assert m["ppo_vs_random_search"][:2] == pytest.approx(_t_ci([2.0, 4.0, 6.0]))
+    assert claims_table(m).set_index("id").loc["ppo_vs_random_search", "paper"] == "PPO (our check)"
+    no_control = res.ppo["mobilenet_v2"].assign(density_gain_vs_random_pct=np.nan)
+    assert "ppo_vs_random_search" not in claim_measurements(Results(rows=res.rows, akperl=res.akperl, ppo={"mobilenet_v2": no_control}))
 
 
 def test_claims_table_verdicts_follow_from_the_measurements(res):

@@ -8,6 +8,8 @@ other method).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from edgeprune.fields import ModelNames, Seeds, SUPPORTED_BITS, repeats_field
@@ -86,6 +88,11 @@ class PPOParams(Section):
     rewind_lr: float = Field(
         0.05, gt=0,
         description="initial lr when retraining from the rewound (early) weights; fine-tuning uses finetune.lr",
+    )
+    controls: list[Literal["random"]] = Field(
+        default_factory=lambda: ["random"],
+        description="equal-budget search controls per seed (ppo.controls): random = uniform random per-layer rate "
+        "and bit-width, as many configurations as the agent's episodes, chosen by the agent's rule",
     )
     qat: bool = Field(
         True,

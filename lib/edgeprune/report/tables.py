@@ -186,12 +186,15 @@ def ppo_density(res: Results) -> Table:
         "ppo_density": ("PPO density %/MB", 1),
         "static_density": ("static density %/MB", 1),
         "density_gain_pct": ("density gain %", 1),
+        "random_density": ("random-search density %/MB (equal budget)", 1),
+        "density_gain_vs_random_pct": ("density gain over random search %", 1),
         "ppo_top1": ("PPO top-1 % (simulated k-bit)", 2),
         "static_top1": ("static top-1 % (8-bit)", 2),
         "dense_top1": ("dense top-1 %", 2),
         "size_reduction": ("PPO size reduction x", 2),
         "ppo_bits": ("PPO mean bits", 2),
     }
+    metrics = {k: v for k, v in metrics.items() if k in comp and comp[k].notna().any()}  # a run without the control
     return _summary(comp, ["model"], metrics)
 
 

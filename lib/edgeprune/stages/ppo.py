@@ -51,6 +51,7 @@ from edgeprune.envs.prune_quant import Episode, PruneQuantEnv, density_reward
 from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_policy, train_agent
+from edgeprune.ppo.controls import random_search
 from edgeprune.ppo.pruning import taylor_groups
 from edgeprune.ppo.retrain import retrain
 from edgeprune.ppo.search import BYTES_PER_MB, CompressionSearch, Outcome
@@ -288,6 +289,16 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     timings["search_s"] = time.perf_counter() - tic
     timings["new_evaluations"] = ctx.search.evaluations - evaluations
 
+    tic = time.perf_counter()  # the equal-budget control: as many random configurations, the same choice rule
+    control_env = PruneQuantEnv(
+        ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty
+    )
+    randoms = random_search(control_env, episodes=len(env.episodes), seed=seed) if cfg.controls else []
+    random_chosen, random_finalists = (
+        select_policy(randoms, ctx.rescore, ctx.select_floor, cfg.finalists) if randoms else (None, [])
+    )
+    timings["control_search_s"] = time.perf_counter() - tic
+
     tic = time.perf_counter()
     bits, static_bits = ctx.search.bits_map(chosen.bits), ctx.search.bits_map(ctx.static.bits)
     plan, static_plan = ctx.search.plan(chosen.rates), ctx.search.plan(ctx.static.rates)
@@ -297,6 +308,11 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     static = [retrain(ctx.final, static_plan, static_bits, ctx.recovery, budget=b, **common) for b in budgets]
     rewound = retrain(ctx.rewind, plan, bits, ctx.recovery, lr=cfg.rewind_lr, **common)
     timings["retrain_s"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    if random_chosen is not None:
+        random_bits, random_plan = ctx.search.bits_map(random_chosen.bits), ctx.search.plan(random_chosen.rates)
+        randomised = [retrain(ctx.final, random_plan, random_bits, ctx.recovery, budget=b, **common) for b in budgets]
+    timings["control_retrain_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     common = dict(seed=seed, ctx=ctx, params=params)
@@ -322,6 +338,15 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
             extra={**searched, "retrain": "rewind", "hardware": "same architecture as policy-ft: see that row"},
         )
     )  # fmt: skip
+    if random_chosen is not None:
+        random_extra = {"search_top1": random_chosen.outcome.top1, "search_size_bytes": random_chosen.outcome.size_bytes,
+                        "select_top1": _select_top1(random_finalists, random_chosen), "retrain": "fine-tune",
+                        "episodes": len(randoms)}  # fmt: skip
+        rows += [
+            _report(randomised[b], random_bits, method="random_search", setting="random-ft", **common, budget=b,
+                    hardware=b == 0, extra=random_extra)  # fmt: skip
+            for b in budgets
+        ]
     timings["report_s"] = time.perf_counter() - tic
     if keep is not None:
         save_module(tuned[0], keep)
@@ -340,6 +365,8 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         "select_dense_top1": ctx.select_dense_top1,
         "finalists": _finalists_json(finalists),
         "static_finalists": _finalists_json(ctx.static_finalists),
+        "random_chosen": _episode_json(random_chosen) if random_chosen is not None else None,
+        "random_finalists": _finalists_json(random_finalists),
         "plan": plan.to_json(),
         "policy": _policy_table(ctx, chosen, tuned[0]),
         "rows": rows,
@@ -397,7 +424,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
             log_episodes(live, [_episode_from_json(e) for e in record["episodes"]])
         keys = (
             "seed", "dense_seed", "accuracy_floor", "dense_search", "chosen", "greedy", "static", "select_floor",
-            "select_dense_top1", "finalists", "static_finalists", "plan", "policy",
+            "select_dense_top1", "finalists", "static_finalists", "random_chosen", "random_finalists", "plan", "policy",
         )  # fmt: skip
         write_json_atomic(out / f"s{seed}" / "policy.json", {k: record[k] for k in keys})
         write_csv_atomic(pd.DataFrame(record["episodes"]).rename_axis("episode"), out / f"s{seed}" / "episodes.csv", index=True)
@@ -428,6 +455,7 @@ def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
         lth = rows["ppo", "policy-lth", 0]
         for budget in sorted({key[2] for key in rows}):
             ft, static = rows["ppo", "policy-ft", budget], rows["static_pq", "uniform-8bit", budget]
+            control = rows.get(("random_search", "random-ft", budget))
             primary = budget == 0
             table.append(
                 {
@@ -450,6 +478,8 @@ def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
                     "lth_density": lth["extra"]["density_pct_per_mb"] if primary else float("nan"),
                     "ft_top1_float": ft["extra"]["top1_float"],
                     "lth_top1_float": lth["extra"]["top1_float"] if primary else float("nan"),
+                    "random_top1": control["top1"] if control else float("nan"),
+                    "random_density": control["extra"]["density_pct_per_mb"] if control else float("nan"),
                 }
             )
     df = pd.DataFrame(table)
@@ -459,6 +489,7 @@ def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
     df["size_reduction"] = df.dense_size_mb / df.ppo_size_mb
     df["top1_loss"] = df.dense_top1 - df.ppo_top1
     df["lth_minus_ft_top1"] = df.lth_top1 - df.ppo_top1
+    df["density_gain_vs_random_pct"] = 100 * (df.ppo_density / df.random_density - 1)
     return df
 
 
@@ -520,9 +551,11 @@ def load_outputs(paths: ResultPaths, model_name: str) -> dict[str, Any]:
 
 
 def budget_axis(comparison: pd.DataFrame) -> pd.DataFrame:
-    """PPO against the static baseline at every recovery budget: density gain, both top-1s and PPO's
-    loss against dense, mean ± 95% CI over seeds, one column per budget."""
-    metrics = ["density_gain_pct", "ppo_top1", "static_top1", "top1_loss"]
+    """PPO against the static baseline (and the equal-budget random-search control, when it ran) at every
+    recovery budget: density gains, top-1s and PPO's loss against dense, mean ± 95% CI over seeds, one
+    column per budget."""
+    metrics = ["density_gain_pct", "density_gain_vs_random_pct", "ppo_top1", "static_top1", "random_top1", "top1_loss"]
+    metrics = [m for m in metrics if m in comparison and comparison[m].notna().any()]
     long = comparison.melt(id_vars=["seed", "budget", "recovery_steps"], value_vars=metrics, var_name="quantity")
     table = stats.by_budget(long, "value", ["quantity"])
     return table.sort_values("quantity", key=lambda q: q.map(metrics.index), ignore_index=True)
