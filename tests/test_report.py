@@ -87,10 +87,13 @@ def res() -> Results:
     policies = pd.DataFrame({"label": ["akperl"] * 6, "seed": [0, 0, 1, 1, 2, 2], "condition": ["clean", "fog"] * 3,
                              "R": [0.50, 0.1, 0.52, 0.1, 0.47, 0.1]})  # fmt: skip
     controls = pd.DataFrame({"label": ["random"] * 3, "seed": [0, 1, 2], "condition": ["clean"] * 3, "R": AGENT_R_MINUS})
+    stream = pd.DataFrame([{"seed": seed, "method": m, "batch": b, "top1": top1 + seed + b % 2}
+                           for seed in range(3) for b in range(4)
+                           for m, top1 in (("akperl_dynamic", 61.0), ("best_static", 60.0), ("oracle", 63.0))])  # fmt: skip
     return Results(
         rows=pd.concat([_akperl_rows(), _qsa_rows()], ignore_index=True),
         akperl={"mobilenet_v3_small": {"summary": akperl_summary, "ablations": ablations, "policies": policies,
-                                        "controls": controls}},
+                                        "controls": controls, "stream": stream}},
         ppo={"mobilenet_v2": _ppo_comparison([10.0, 12.0, 14.0])},
     )
 
@@ -115,6 +118,13 @@ def test_akperl_measurements_are_per_seed_differences_with_t_intervals(res):
     assert m["akperl_dqn_convergence"][0] == pytest.approx(120.0)
     mean, half = m["akperl_monitoring_ablation"][:2]  # one ablation seed: a mean, no interval
     assert mean == pytest.approx(0.3) and np.isnan(half)
+
+
+def test_dynamic_switching_is_judged_against_the_best_static_network_with_the_oracle_gap(res):
+    m = claim_measurements(res)["akperl_dynamic_vs_static"]
+    assert m.mean == pytest.approx(1.0) and m.ci_half_width == pytest.approx(0.0) and m.n == 3
+    assert "oracle switcher − best static: +3.00 ± 0.00 pt" in m.note
+    assert claims_table({"akperl_dynamic_vs_static": m}).set_index("id").loc["akperl_dynamic_vs_static", "verdict"] == "reproduced"
 
 
 def test_the_dqn_is_judged_against_equal_budget_random_search_as_our_check(res):

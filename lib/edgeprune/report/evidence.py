@@ -129,6 +129,16 @@ def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
                 f"{len(steps) - len(converged)} of {len(steps)} runs still rising after {PLATEAU_FRACTION:.0%} "
                 f"of their {budget} steps: no plateau to measure (raise akperl.dqn.steps)",
             )
+    stream = files.get("stream")
+    if stream is not None and {"akperl_dynamic", "best_static", "oracle"} <= set(stream["method"]):
+        per_seed = stream.groupby(["seed", "method"])["top1"].mean().unstack()
+        oracle = mean_ci((per_seed["oracle"] - per_seed["best_static"]).to_numpy())
+        out["akperl_dynamic_vs_static"] = _mci(
+            per_seed["akperl_dynamic"] - per_seed["best_static"],
+            f"{model}, stream seeds {per_seed.index.tolist()}; oracle switcher − best static: "
+            f"{oracle[0]:+.2f} ± {oracle[1]:.2f} pt"
+            + (" (the oracle gains nothing here: no controller can on these conditions)" if oracle[0] <= 1e-9 else ""),
+        )
     controls, policies = files.get("controls"), files.get("policies")
     if controls is not None and policies is not None and len(controls):
         agent = policies[(policies["label"] == "akperl")]

@@ -43,7 +43,7 @@ from torch import nn
 from edgeprune import measure, prune, results
 from edgeprune.akperl.agent import AgentRun, grid_search, train_agent
 from edgeprune.akperl.controls import SEARCHES, ControlRun
-from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
+from edgeprune.akperl.dynamic import SwitchingNetwork, hindsight_arms, make_stream, run_stream
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
 from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
@@ -317,11 +317,14 @@ def _stream(nets: _SeedNetworks, test: Split) -> pd.DataFrame:
         "akperl_static": nets.akperl(nets.clean_levels),
         "none": nets.dense,
         **{method: nets.static(method, target) for method in ("l1_filter", "magnitude_structured")},
+        **{f"bank:{name}": net for name, net in subnets.items()},  # each network of the controller's bank, static
     }
     stream = make_stream(conditions, len(test), segments=p.stream_segments, batches_per_segment=p.stream_batches,
                          batch_size=min(p.stream_batch_size, len(test)), seed=nets.run.seed)  # fmt: skip
     frame = run_stream(methods, stream, test.x, test.y, describe=_describer(nets.dense, nets.task.power),
                        severity=nets.params.shift.severity)  # fmt: skip
+    if frame["condition"].nunique() > 1:  # what switching among the bank could gain at best (issue 19)
+        frame = hindsight_arms(frame, [f"bank:{name}" for name in subnets])
     frame.insert(0, "seed", nets.run.seed)
     return frame
 
@@ -454,6 +457,19 @@ def stream_summary(stream: pd.DataFrame) -> pd.DataFrame:
     return format_summary(summarise(per_seed, ["method"], metrics), metrics, digits=2)
 
 
+def switching_gaps(stream: pd.DataFrame) -> pd.DataFrame:
+    """What switching gained on the stream, and what it could have: per seed, the mean top-1 of the
+    controller (``akperl_dynamic``) and of the oracle switcher minus the best single bank network in
+    hindsight (``best_static``), then mean ± 95 % CI over stream seeds."""
+    per_seed = stream.groupby(["seed", "method"])["top1"].mean().unstack()
+    gaps = {"controller − best static (pt)": "akperl_dynamic", "oracle − best static (pt)": "oracle"}
+    out = {}
+    for label, arm in gaps.items():
+        diff = (per_seed[arm] - per_seed["best_static"]).dropna() if {arm, "best_static"} <= set(per_seed) else pd.Series()
+        out[label] = format_mean_ci(*mean_ci(diff.to_numpy()), 2) if len(diff) else "—"
+    return pd.DataFrame([out | {"stream seeds": int(per_seed.get("best_static", pd.Series()).notna().sum())}])
+
+
 def controller_accuracy(stream: pd.DataFrame) -> pd.DataFrame:
     """How often the controller identified each condition correctly (share of batches)."""
     dyn = stream[stream.method == "akperl_dynamic"]
@@ -495,7 +511,7 @@ def plot_policies(policies: pd.DataFrame, units: pd.DataFrame, label: str = "akp
 def plot_stream(stream: pd.DataFrame, seed: int | None = None) -> plt.Figure:
     """Accuracy, measured latency, modelled power and sparsity per batch of one seed's stream, per method."""
     seed = stream.seed.min() if seed is None else seed
-    one = stream[stream.seed == seed]
+    one = stream[(stream.seed == seed) & ~stream.method.str.startswith("bank:")]  # the bank is in best_static / oracle
     metrics = [("top1", "top-1 %"), ("latency_ms", "latency ms (measured)"), ("power_mw_modelled", "power mW (modelled)"),
                ("sparsity_pct", "sparsity %")]  # fmt: skip
     fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 8), sharex=True)
