@@ -13,7 +13,7 @@ from torch import nn
 
 from edgeprune.akperl.controls import random_search
 from edgeprune.akperl.agent import grid_search, select_coefficients, steps_to_fraction, train_agent
-from edgeprune.akperl import dynamic as dynamic_module
+from edgeprune import streams
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.params import AkperlParams, DQNParams
 from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid, layer_weights
@@ -182,7 +182,7 @@ def test_oracle_picks_each_conditions_best_bank_network_and_bounds_every_arm():
     conditions = ["clean", "clean", "fog", "fog", "fog", "clean"]
     frame = _stream_rows({"bank:a": {"clean": 80.0, "fog": 40.0}, "bank:b": {"clean": 70.0, "fog": 60.0},
                           "akperl_dynamic": {"clean": 75.0, "fog": 55.0}}, conditions)  # fmt: skip
-    out = dynamic_module.hindsight_arms(frame, ["bank:a", "bank:b"])
+    out = streams.hindsight_arms(frame, ["bank:a", "bank:b"])
     oracle = out[out.method == "oracle"].sort_values("batch")
     assert list(oracle.network) == ["bank:a" if c == "clean" else "bank:b" for c in conditions]
     assert list(oracle.latency_ms) == [1.0 + i for i in range(6)]  # the chosen arm's rows, latency included
@@ -190,16 +190,16 @@ def test_oracle_picks_each_conditions_best_bank_network_and_bounds_every_arm():
     assert set(best.network) == {"bank:b"} and best.top1.mean() == 65.0  # b: 65 over the stream, a: 60
     means = out.groupby("method").top1.mean()
     assert means["oracle"] == 70.0 and means["oracle"] >= means.drop("oracle").max()
-    gaps = akperl_stage.switching_gaps(out.assign(seed=0)).iloc[0]
+    gaps = streams.switching_gaps(out.assign(seed=0), "akperl_dynamic").iloc[0]
     assert gaps["controller − best static (pt)"].startswith("0.00") and gaps["oracle − best static (pt)"].startswith("5.00")
 
 
 def test_hindsight_arms_refuse_one_condition_and_a_missing_bank():
     frame = _stream_rows({"bank:a": {"clean": 80.0}}, ["clean", "clean"])
     with pytest.raises(ValueError, match="at least two conditions"):
-        dynamic_module.hindsight_arms(frame, ["bank:a"])
+        streams.hindsight_arms(frame, ["bank:a"])
     with pytest.raises(ValueError, match="missing"):
-        dynamic_module.hindsight_arms(frame, ["bank:z"])
+        streams.hindsight_arms(frame, ["bank:z"])
 
 
 # --------------------------------------------------------------------------- the switching controller

@@ -127,6 +127,16 @@ def test_dynamic_switching_is_judged_against_the_best_static_network_with_the_or
     assert claims_table({"akperl_dynamic_vs_static": m}).set_index("id").loc["akperl_dynamic_vs_static", "verdict"] == "reproduced"
 
 
+def test_qsa_controller_is_judged_against_its_banks_best_static_network(res):
+    stream = pd.DataFrame([{"seed": seed, "arm": arm, "batch": b, "top1": top1 + b}
+                           for seed in range(2) for b in range(3)
+                           for arm, top1 in (("qsa+controller", 50.0 + seed), ("best_static", 52.0), ("oracle", 52.0))])  # fmt: skip
+    with_stream = Results(rows=res.rows, akperl=res.akperl, ppo=res.ppo, qsa={"m": {"stream": stream}})
+    m = claim_measurements(with_stream)["qsa_dynamic_vs_static"]
+    assert m.mean == pytest.approx(-1.5) and m.n == 2
+    assert "+0.00 ± 0.00 pt (the oracle gains nothing here" in m.note
+
+
 def test_the_dqn_is_judged_against_equal_budget_random_search_as_our_check(res):
     m = claim_measurements(res)
     agent_r = np.array([0.50, 0.52, 0.47])  # the clean condition's R; the fog rows are another condition

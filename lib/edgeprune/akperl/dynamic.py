@@ -182,29 +182,3 @@ def run_stream(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def hindsight_arms(frame: pd.DataFrame, bank: Sequence[str]) -> pd.DataFrame:
-    """``frame`` (:func:`run_stream`'s rows) with two arms added that bound what switching could gain.
-
-    ``bank`` names the methods of ``frame`` that each ran one network of the controller's bank
-    statically. ``best_static``: the bank network with the highest mean top-1 over the whole
-    stream, chosen in hindsight (the strongest static choice). ``oracle``: for every batch, the
-    bank network with the highest mean top-1 over the stream's batches of that batch's *true*
-    condition (an upper bound on any switching controller among these networks: it knows the
-    condition and each network's accuracy on it). Both copy the chosen arm's rows, so latency
-    and modelled power come with them; ``network`` names the bank method that ran.
-    """
-    missing = [m for m in bank if m not in set(frame["method"])]
-    if not bank or missing:
-        raise ValueError(f"hindsight arms need bank methods present in the stream; missing {missing or 'all'}")
-    if frame["condition"].nunique() < 2:
-        raise ValueError("an oracle switcher needs a stream with at least two conditions")
-    rows = frame[frame["method"].isin(bank)]
-    best = rows.groupby("method")["top1"].mean().reindex(list(bank)).idxmax()  # the first of the bank on ties
-    per_condition = rows.groupby(["condition", "method"])["top1"].mean().unstack().reindex(columns=list(bank))
-    choice = per_condition.idxmax(axis=1)
-    static = rows[rows["method"] == best].assign(method="best_static", network=best)
-    oracle = rows[rows["method"] == rows["condition"].map(choice)]
-    oracle = oracle.assign(network=oracle["method"], method="oracle")
-    return pd.concat([frame, static, oracle], ignore_index=True)

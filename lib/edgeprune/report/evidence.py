@@ -76,6 +76,20 @@ def _measured_time_note(dense_ms: pd.Series, method_ms: pd.Series, dense_power: 
             "speed (batch 1): the modelled cut rests on MACs and bytes, and board power spent over time would not fall")
 
 
+def _switching(stream: pd.DataFrame | None, controller: str, arm: str, model: str) -> Measured | None:
+    """Stream top-1 of ``controller`` minus the best static bank network in hindsight, per stream seed, with
+    the oracle switcher's gap in the note (:func:`edgeprune.streams.hindsight_arms`); None without those arms."""
+    if stream is None or not {controller, "best_static", "oracle"} <= set(stream[arm]):
+        return None
+    per_seed = stream.groupby(["seed", arm])["top1"].mean().unstack()
+    oracle = mean_ci((per_seed["oracle"] - per_seed["best_static"]).to_numpy())
+    nothing = " (the oracle gains nothing here: no controller can on these conditions)" if oracle[0] <= 1e-9 else ""
+    return _mci(
+        per_seed[controller] - per_seed["best_static"],
+        f"{model}, stream seeds {per_seed.index.tolist()}; oracle switcher − best static: {oracle[0]:+.2f} ± {oracle[1]:.2f} pt{nothing}",
+    )
+
+
 def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
     models = res.models("akperl")
     model = _mobilenet(models) or (models[0] if models else None)
@@ -129,16 +143,9 @@ def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
                 f"{len(steps) - len(converged)} of {len(steps)} runs still rising after {PLATEAU_FRACTION:.0%} "
                 f"of their {budget} steps: no plateau to measure (raise akperl.dqn.steps)",
             )
-    stream = files.get("stream")
-    if stream is not None and {"akperl_dynamic", "best_static", "oracle"} <= set(stream["method"]):
-        per_seed = stream.groupby(["seed", "method"])["top1"].mean().unstack()
-        oracle = mean_ci((per_seed["oracle"] - per_seed["best_static"]).to_numpy())
-        out["akperl_dynamic_vs_static"] = _mci(
-            per_seed["akperl_dynamic"] - per_seed["best_static"],
-            f"{model}, stream seeds {per_seed.index.tolist()}; oracle switcher − best static: "
-            f"{oracle[0]:+.2f} ± {oracle[1]:.2f} pt"
-            + (" (the oracle gains nothing here: no controller can on these conditions)" if oracle[0] <= 1e-9 else ""),
-        )
+    switching = _switching(files.get("stream"), "akperl_dynamic", "method", model)
+    if switching is not None:
+        out["akperl_dynamic_vs_static"] = switching
     controls, policies = files.get("controls"), files.get("policies")
     if controls is not None and policies is not None and len(controls):
         agent = policies[(policies["label"] == "akperl")]
@@ -167,6 +174,9 @@ def _qsa(res: Results, out: dict[str, Measured], budget: int) -> None:
     rows = rows.assign(target=extra(rows, "target").astype(float), compression=extra(rows, "compression_int8").astype(float))
     dense = rows[rows["method"] == "none"]
     out["qsa_quantization_alone"] = _mci(dense["compression"], f"{model}: dense fp32 bytes / its int8 bytes")
+    switching = _switching(res.qsa.get(model, {}).get("stream"), "qsa+controller", "arm", model)
+    if switching is not None:
+        out["qsa_dynamic_vs_static"] = switching
 
     qsa = rows[rows["method"] == "qsa"]
     if qsa.empty:

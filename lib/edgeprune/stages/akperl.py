@@ -43,7 +43,7 @@ from torch import nn
 from edgeprune import measure, prune, results
 from edgeprune.akperl.agent import AgentRun, grid_search, train_agent
 from edgeprune.akperl.controls import SEARCHES, ControlRun
-from edgeprune.akperl.dynamic import SwitchingNetwork, hindsight_arms, make_stream, run_stream
+from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
 from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
@@ -53,6 +53,7 @@ from edgeprune.data import PreparedData, Split, load_prepared
 from edgeprune.io import read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
+from edgeprune.streams import hindsight_arms
 from edgeprune.stats import format_mean_ci, format_summary, mean_ci, summarise
 from edgeprune.placement import resolve_device
 from edgeprune.train import set_threads
@@ -455,19 +456,6 @@ def stream_summary(stream: pd.DataFrame) -> pd.DataFrame:
     metrics = ["top1", "latency_ms", "power_mw_modelled", "sparsity_pct"]
     per_seed = stream.groupby(["method", "seed"], as_index=False)[metrics].mean()
     return format_summary(summarise(per_seed, ["method"], metrics), metrics, digits=2)
-
-
-def switching_gaps(stream: pd.DataFrame) -> pd.DataFrame:
-    """What switching gained on the stream, and what it could have: per seed, the mean top-1 of the
-    controller (``akperl_dynamic``) and of the oracle switcher minus the best single bank network in
-    hindsight (``best_static``), then mean ± 95 % CI over stream seeds."""
-    per_seed = stream.groupby(["seed", "method"])["top1"].mean().unstack()
-    gaps = {"controller − best static (pt)": "akperl_dynamic", "oracle − best static (pt)": "oracle"}
-    out = {}
-    for label, arm in gaps.items():
-        diff = (per_seed[arm] - per_seed["best_static"]).dropna() if {arm, "best_static"} <= set(per_seed) else pd.Series()
-        out[label] = format_mean_ci(*mean_ci(diff.to_numpy()), 2) if len(diff) else "—"
-    return pd.DataFrame([out | {"stream seeds": int(per_seed.get("best_static", pd.Series()).notna().sum())}])
 
 
 def controller_accuracy(stream: pd.DataFrame) -> pd.DataFrame:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from edgeprune import measure, prune, results
 from edgeprune.checkpoints import dense_seed_for, load_dense
-from edgeprune.data import PreparedData, Split, load_prepared
+from edgeprune.data import PreparedData, Split, apply_condition, load_prepared
 from edgeprune.io import save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.qsa.controller import Deployment, DriftController, make_stream
@@ -46,6 +46,7 @@ from edgeprune.qsa.masks import Compression, int8_size_estimate
 from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
 from edgeprune.quant import quantize_int8
 from edgeprune.recover.protocol import Recovery
+from edgeprune.streams import hindsight_arms
 from edgeprune.placement import resolve_device
 from edgeprune.train import set_threads
 
@@ -213,7 +214,7 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
     # 4. the stream
     if q.stream_seeds is None or seed in q.stream_seeds:
         records, fired, summary["cycle_seconds"] = _stream(
-            params, pruner, stream_networks, calib.x, ctx.data.test, seed, compression, ctx.recovery
+            params, pruner, stream_networks, calib, ctx.data.test, seed, compression, ctx.recovery
         )
         outputs["stream"] += records
         outputs["triggers"] += fired
@@ -251,7 +252,7 @@ def _stream(
     params: Params,
     pruner: QSAPruner,
     networks: dict[str, nn.Module],
-    calib_x: torch.Tensor,
+    calib: Split,
     pool: Split,
     seed: int,
     compression: Compression,
@@ -264,9 +265,12 @@ def _stream(
     Both controllers re-prune from the dense weights: the QSA one with regenerated
     masks, the static one with its fixed masks; both then recover with the shared
     protocol on the recent images only (:func:`~edgeprune.qsa.cycle.recover_on_buffer`)
-    and re-quantize.
+    and re-quantize. Then the bank an oracle switcher chooses from (:func:`bank_networks`) runs the
+    stream network by network, and :func:`edgeprune.streams.hindsight_arms` adds ``best_static``
+    and ``oracle``.
     """
     c = params.qsa.controller
+    calib_x = calib.x
     stream = make_stream(
         pool.x, pool.y, c.conditions, batches_per_condition=c.batches_per_condition, batch_size=c.batch_size,
         severity=params.shift.severity, seed=seed,
@@ -302,7 +306,31 @@ def _stream(
         controller = DriftController(Deployment(int8[network]), reprune, c)
         records += [{"seed": seed, "arm": arm, **r} for r in controller.run(stream)]
         fired += [{"seed": seed, "arm": arm, **t} for t in controller.triggers]
+    if len({b.condition for b in stream}) > 1:  # what re-pruning for the condition could gain at best (issue 19)
+        pruner.qsas, pruner.lam, pruner.fraction = qsa_state
+        bank = bank_networks(pruner, int8["qsa"], calib, [b.condition for b in stream], params.shift.severity, seed, cycle)
+        for name, model in bank.items():
+            records += [{"seed": seed, "arm": name, **r} for r in DriftController(Deployment(model), None, c).run(stream)]
+        records = hindsight_arms(pd.DataFrame(records), list(bank), arm="arm").to_dict("records")
+        pruner.qsas, pruner.lam, pruner.fraction = qsa_state
     return records, fired, cycle_seconds
+
+
+def bank_networks(
+    pruner: QSAPruner, deployed: nn.Module, calib: Split, conditions: list[str], severity: int, seed: int,
+    cycle: dict[str, Any],
+) -> dict[str, nn.Module]:
+    """The networks an oracle switcher may choose from: the deployed QSA network (``bank:qsa``) and, per
+    condition of the stream, the controller's own re-prune cycle run ahead of time on the labelled
+    calibration images under that condition (``bank:qsa@<condition>``): what re-pruning could give if
+    the controller knew the condition before it arrived. Every cycle starts from the deployed QSAs."""
+    start = (pruner.qsas, pruner.lam, pruner.fraction)
+    bank = {"bank:qsa": deployed}
+    for i, condition in enumerate(dict.fromkeys(conditions)):
+        pruner.qsas, pruner.lam, pruner.fraction = start
+        shifted = apply_condition(calib.x, condition, severity, seed=seed * 1000 + 500 + i)
+        bank[f"bank:qsa@{condition}"] = pruner.cycle(shifted, calib.y, **cycle).model
+    return bank
 
 
 # --------------------------------------------------------------------------- notebook views
@@ -376,7 +404,7 @@ def compression_figure(table: pd.DataFrame) -> plt.Figure:
 
 def stream_figure(stream: pd.DataFrame, triggers: pd.DataFrame, seed: int) -> plt.Figure:
     """Top-1 per stream batch for every arm, condition segments shaded, re-prunes marked."""
-    part = stream[stream.seed == seed]
+    part = stream[(stream.seed == seed) & ~stream.arm.str.startswith("bank:")]  # the bank is in best_static / oracle
     fig, ax = plt.subplots(figsize=(9, 3.6))
     first = part[part.arm == part.arm.iloc[0]]
     segments = (first.condition != first.condition.shift()).cumsum()
