@@ -314,3 +314,24 @@ def test_warm_start_begins_at_the_mildest_compression(search):
     )
     episode = greedy_episode(agent, env)
     assert set(episode.rates) == {0.0} and set(episode.bits) == {8}
+
+
+def test_compare_judges_the_control_by_ppos_penalised_objective_not_density_alone():
+    from edgeprune.stages import ppo as ppo_stage
+
+    def row(method, setting, top1, mb, density, budget=0):
+        return {"method": method, "setting": setting, "budget": budget, "recovery_steps": 8, "top1": top1,
+                "size_bytes": mb * 1e6, "bits": 8.0, "sparsity_realised": 0.0,
+                "extra": {"density_pct_per_mb": density, "prune_rate": 0.0, "top1_float": top1}}  # fmt: skip
+
+    record = {
+        "seed": 0, "dense_seed": 0, "accuracy_floor": 78.0, "dense_search": {"top1": 80.0},
+        "dense_test": {"top1": 75.0, "size_bytes": 6e6},
+        "rows": [row("ppo", "policy-ft", 74.0, 2.0, 37.0), row("static_pq", "uniform-8bit", 74.5, 1.5, 49.7),
+                 row("ppo", "policy-lth", 70.0, 2.0, 35.0), row("random_search", "random-ft", 60.0, 0.5, 120.0)],
+    }  # fmt: skip
+    comp = ppo_stage.compare([record], penalty=1.0).iloc[0]
+    dense_density = 75.0 / 6.0  # the test floor is 75 - (80 - 78) = 73: PPO meets it, the control is 13 points under
+    assert comp.ppo_reward == pytest.approx(37.0 / dense_density)
+    assert comp.random_reward == pytest.approx(120.0 / dense_density - 13.0)
+    assert comp.density_gain_vs_random_pct < 0 < comp.reward_gain_vs_random  # denser, but far below the floor

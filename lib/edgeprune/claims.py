@@ -99,9 +99,6 @@ _NO_IMAGENET = (
     "takes GPU-days, beyond the project's 2-core CPU budget (quick profile) and its paper "
     "profile, which run CIFAR-10; a class-folder ImageNet subset can be selected in params.yaml"
 )
-_DENSITY_GAIN_RANDOM = (
-    "relative gain in performance density (top-1 % per MB stored) of PPO over equal-budget random search (%)"
-)
 _DENSITY_GAIN = (
     "relative gain in performance density (top-1 % per MB stored) of PPO over static prune+quant (%)"
 )
@@ -357,12 +354,13 @@ CLAIMS: list[Claim] = [
     Claim(
         id="ppo_vs_random_search",
         paper="PPO",
-        text="PPO's choice is denser than equal-budget random search's (uniform random per-layer rate and "
-        "bit-width, as many configurations as PPO's episodes, chosen and recovered by the same rule)",
-        metric=_DENSITY_GAIN_RANDOM,
+        text="PPO's choice beats equal-budget random search's on PPO's own objective (uniform random per-layer "
+        "rate and bit-width, as many configurations as PPO's episodes, chosen and recovered by the same rule)",
+        metric="PPO's reward minus the random-search control's, both after recovery on the test split: density "
+        "relative to dense minus 1 per point below the accuracy floor",
         value=0.0,
         kind="difference_at_least",
-        unit="%",
+        digits=2,
         recovered=True,
         ours=True,
         note="not a claim of the paper: a control this project adds",

@@ -188,6 +188,7 @@ def ppo_density(res: Results) -> Table:
         "density_gain_pct": ("density gain %", 1),
         "random_density": ("random-search density %/MB (equal budget)", 1),
         "density_gain_vs_random_pct": ("density gain over random search %", 1),
+        "reward_gain_vs_random": ("reward gain over random search (PPO's objective)", 2),
         "ppo_top1": ("PPO top-1 % (simulated k-bit)", 2),
         "static_top1": ("static top-1 % (8-bit)", 2),
         "dense_top1": ("dense top-1 %", 2),

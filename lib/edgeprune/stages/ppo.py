@@ -433,7 +433,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     rows_path = paths.method_rows(STAGE, model_name)
     rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
     results.append_rows(rows_path, [row for record in records for row in record["rows"]])
-    comparison = compare(records)
+    comparison = compare(records, penalty=cfg.penalty)
     write_csv_atomic(comparison, out / "comparison.csv")
     grid = [
         {"dense_seed": d, "prune_rate": e.rates[0], "bits": STATIC_BITS, **_episode_json(e)}
@@ -446,9 +446,14 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     return summary
 
 
-def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
+def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame:
     """Per seed and recovery budget: PPO (fine-tuned; rewound at the primary budget) against the
-    static baseline recovered at the same budget, and the dense model."""
+    static baseline and the random-search control recovered at the same budget, and the dense model.
+
+    ``*_reward`` is PPO's own objective on the test split after recovery: density relative to the
+    dense model's, minus ``penalty`` per point below the accuracy floor (the dense test top-1 less
+    the drop the search allowed). Density alone would reward a control whose pick broke the floor
+    (a random search that finds no feasible configuration keeps its most accurate one, however bad)."""
     table = []
     for record in records:
         rows = {(r["method"], r["setting"], int(r["budget"])): r for r in record["rows"]}
@@ -465,6 +470,7 @@ def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
                     "recovery_steps": ft["recovery_steps"],
                     "dense_top1": record["dense_test"]["top1"],
                     "dense_size_mb": record["dense_test"]["size_bytes"] / BYTES_PER_MB,
+                    "allowed_drop": record["dense_search"]["top1"] - record["accuracy_floor"],
                     "ppo_top1": ft["top1"],
                     "ppo_size_mb": ft["size_bytes"] / BYTES_PER_MB,
                     "ppo_bits": ft["bits"],
@@ -490,6 +496,11 @@ def compare(records: list[dict[str, Any]]) -> pd.DataFrame:
     df["top1_loss"] = df.dense_top1 - df.ppo_top1
     df["lth_minus_ft_top1"] = df.lth_top1 - df.ppo_top1
     df["density_gain_vs_random_pct"] = 100 * (df.ppo_density / df.random_density - 1)
+    floor = df.dense_top1 - df.allowed_drop
+    dense_density = df.dense_top1 / df.dense_size_mb
+    for arm in ("ppo", "random"):
+        df[f"{arm}_reward"] = df[f"{arm}_density"] / dense_density - penalty * (floor - df[f"{arm}_top1"]).clip(lower=0)
+    df["reward_gain_vs_random"] = df.ppo_reward - df.random_reward
     return df
 
 
@@ -554,7 +565,8 @@ def budget_axis(comparison: pd.DataFrame) -> pd.DataFrame:
     """PPO against the static baseline (and the equal-budget random-search control, when it ran) at every
     recovery budget: density gains, top-1s and PPO's loss against dense, mean ± 95% CI over seeds, one
     column per budget."""
-    metrics = ["density_gain_pct", "density_gain_vs_random_pct", "ppo_top1", "static_top1", "random_top1", "top1_loss"]
+    metrics = ["density_gain_pct", "reward_gain_vs_random", "density_gain_vs_random_pct", "ppo_top1", "static_top1",
+               "random_top1", "top1_loss"]
     metrics = [m for m in metrics if m in comparison and comparison[m].notna().any()]
     long = comparison.melt(id_vars=["seed", "budget", "recovery_steps"], value_vars=metrics, var_name="quantity")
     table = stats.by_budget(long, "value", ["quantity"])
