@@ -30,6 +30,7 @@ data: setup
 repro: data
 	$(BIN)/python -m edgeprune.config $(if $(PROFILE),--use $(PROFILE),) params.yaml
 	$(BIN)/python -m edgeprune.preflight params.yaml
+	$(if $(filter paper,$(PROFILE)),$(BIN)/python -m edgeprune.bench plan --params params.yaml,)
 	$(BIN)/dvc repro
 
 test: data
