@@ -163,8 +163,10 @@ def _importers(module: str, name: str) -> set[str]:
 
 
 def test_every_stage_recovers_through_the_one_protocol():
-    # the training loop: dense training and the protocol; nothing else fine-tunes
-    assert _importers("edgeprune.train", "fit") == {"recover/protocol.py", "stages/dense.py"}
+    # the training loop: dense training and the protocol; nothing else fine-tunes (the bench modules time a
+    # step of it to predict run times, and produce no results)
+    trainers = {path for path in _importers("edgeprune.train", "fit") if not path.startswith("bench/")}
+    assert trainers == {"recover/protocol.py", "stages/dense.py"}
     assert not _importers("edgeprune.train", "fine_tune")
     # BatchNorm re-estimation outside the protocol only where a search scores candidates it does not train
     assert _importers("edgeprune.prune", "recalibrate_bn") <= {
