@@ -497,24 +497,32 @@ def plot_policies(policies: pd.DataFrame, units: pd.DataFrame, label: str = "akp
 
 
 def plot_stream(stream: pd.DataFrame, seed: int | None = None) -> plt.Figure:
-    """Accuracy, measured latency, modelled power and sparsity per batch of one seed's stream, per method."""
+    """Accuracy, measured latency, modelled power and sparsity per batch of one seed's stream, every arm on one
+    time axis (the bank's networks through ``best_static`` and ``oracle``), condition segments shaded, and the
+    batches where the controller switched network marked (dotted)."""
     seed = stream.seed.min() if seed is None else seed
     one = stream[(stream.seed == seed) & ~stream.method.str.startswith("bank:")]  # the bank is in best_static / oracle
     metrics = [("top1", "top-1 %"), ("latency_ms", "latency ms (measured)"), ("power_mw_modelled", "power mW (modelled)"),
                ("sparsity_pct", "sparsity %")]  # fmt: skip
     fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 8), sharex=True)
+    segments = one[one.method == one.method.iloc[0]].groupby("segment").agg(
+        start=("batch", "min"), end=("batch", "max"), condition=("condition", "first")
+    )
+    dynamic = one[one.method == "akperl_dynamic"].sort_values("batch")
+    switches = dynamic.batch[dynamic.network != dynamic.network.shift()].iloc[1:]
     for ax, (col, label) in zip(axes, metrics):
+        for i, (start, end) in enumerate(zip(segments.start, segments.end)):
+            ax.axvspan(start - 0.5, end + 0.5, color="0.92" if i % 2 else "white", zorder=0)
         for method, group in one.groupby("method"):
             ax.plot(group.batch, group[col], marker=".", label=method)
+        for batch in switches:
+            ax.axvline(batch - 0.5, color="black", ls=":", lw=0.8)
         ax.set_ylabel(label, fontsize=8)
-    segments = one[one.method == one.method.iloc[0]].groupby("segment").agg(start=("batch", "min"), condition=("condition", "first"))
-    for ax in axes:
-        for start in segments.start:
-            ax.axvline(start - 0.5, color="grey", lw=0.5)
-    for start, condition in zip(segments.start, segments.condition):
-        axes[0].text(start, axes[0].get_ylim()[1], condition, fontsize=7, va="bottom")
-    axes[-1].set_xlabel("batch")
-    axes[0].legend(fontsize=7, ncol=3)
+    for start, end, condition in zip(segments.start, segments.end, segments.condition):
+        axes[0].text((start + end) / 2, 1.0, condition, ha="center", va="bottom", fontsize=7,
+                     transform=axes[0].get_xaxis_transform())  # fmt: skip
+    axes[-1].set_xlabel("stream batch (dotted: the controller switched network before that batch)")
+    axes[0].legend(fontsize=7, ncol=4)
     fig.tight_layout()
     return fig
 
