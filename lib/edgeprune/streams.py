@@ -15,7 +15,7 @@ import pandas as pd
 
 from edgeprune.stats import format_mean_ci, mean_ci
 
-__all__ = ["hindsight_arms", "switching_gaps"]
+__all__ = ["gaps_per_seed", "hindsight_arms", "switching_gaps"]
 
 
 def hindsight_arms(frame: pd.DataFrame, bank: Sequence[str], arm: str = "method") -> pd.DataFrame:
@@ -45,14 +45,22 @@ def hindsight_arms(frame: pd.DataFrame, bank: Sequence[str], arm: str = "method"
     return pd.concat([frame, static, oracle], ignore_index=True)
 
 
-def switching_gaps(stream: pd.DataFrame, controller: str, arm: str = "method") -> pd.DataFrame:
-    """What switching gained on the stream, and what it could have: per seed, the mean top-1 of the
-    ``controller`` arm and of the oracle minus ``best_static`` (:func:`hindsight_arms`), then mean ±
-    95 % CI over stream seeds."""
+def gaps_per_seed(stream: pd.DataFrame, controller: str, arm: str = "method") -> pd.DataFrame | None:
+    """Per stream seed (index), the mean top-1 of the ``controller`` arm and of the oracle minus that of
+    ``best_static`` (columns ``controller`` and ``oracle``, points); None when a stream lacks those arms
+    (:func:`hindsight_arms` did not run)."""
+    if not {controller, "best_static", "oracle"} <= set(stream[arm]):
+        return None
     per_seed = stream.groupby(["seed", arm])["top1"].mean().unstack()
+    return pd.DataFrame({"controller": per_seed[controller], "oracle": per_seed["oracle"]}).sub(per_seed["best_static"], axis=0)
+
+
+def switching_gaps(stream: pd.DataFrame, controller: str, arm: str = "method") -> pd.DataFrame:
+    """What switching gained on the stream, and what it could have: :func:`gaps_per_seed` as mean ± 95 % CI
+    over stream seeds."""
+    gaps = gaps_per_seed(stream, controller, arm)
     out: dict[str, object] = {}
-    for label, column in {"controller − best static (pt)": controller, "oracle − best static (pt)": "oracle"}.items():
-        diff = (per_seed[column] - per_seed["best_static"]).dropna() if {column, "best_static"} <= set(per_seed) else pd.Series()
+    for label, column in {"controller − best static (pt)": "controller", "oracle − best static (pt)": "oracle"}.items():
+        diff = gaps[column].dropna() if gaps is not None else pd.Series()
         out[label] = format_mean_ci(*mean_ci(diff.to_numpy()), 2) if len(diff) else "—"
-    seeds = int(per_seed["best_static"].notna().sum()) if "best_static" in per_seed else 0
-    return pd.DataFrame([{"controller": controller, **out, "stream seeds": seeds}])
+    return pd.DataFrame([{"controller": controller, **out, "stream seeds": 0 if gaps is None else len(gaps)}])

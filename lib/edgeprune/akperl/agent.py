@@ -26,7 +26,7 @@ from stable_baselines3.common.logger import Logger
 from edgeprune.akperl.params import DQNParams
 from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid
 from edgeprune.akperl.task import PruningTask
-from edgeprune.akperl.units import LEVELS, channel_sparsity
+from edgeprune.akperl.units import channel_sparsity, levels_percent
 from edgeprune.envs.akperl import AkperlEnv
 
 
@@ -159,7 +159,7 @@ def greedy_policy(agent: DQN, env: AkperlEnv) -> pd.DataFrame:
             {
                 "condition": condition,
                 "levels": tuple(int(v) for v in info["levels"]),
-                "percent": "/".join(f"{LEVELS[v] * 100:.0f}" for v in info["levels"]),
+                "percent": levels_percent(info["levels"]),
                 "acc": info["acc"],
                 "power": info["power"],
                 "R": info["R"],

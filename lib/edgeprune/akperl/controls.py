@@ -30,6 +30,7 @@ from edgeprune.akperl.task import PruningTask
 from edgeprune.akperl.units import LEVELS
 from edgeprune.envs.akperl import AkperlEnv
 
+
 @dataclass
 class ControlRun:
     """One control search: every configuration it scored and the one it keeps."""

@@ -61,6 +61,11 @@ class PruningUnit:
         return self.channels - channels_to_keep(self.channels, min(LEVELS[level_index], LEVELS[REMOVE_BLOCK - 1]), self.round_to)
 
 
+def levels_percent(levels: Sequence[int]) -> str:
+    """Level indices as the percentages they prune, e.g. ``"0/25/75"``."""
+    return "/".join(f"{LEVELS[v] * 100:.0f}" for v in levels)
+
+
 def removable_blocks(model: nn.Module) -> list[str]:
     """Names of blocks computing ``x + f(x)`` with an identity skip, which ``nn.Identity`` can replace.
 

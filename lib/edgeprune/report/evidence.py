@@ -22,6 +22,7 @@ from edgeprune import results
 from edgeprune.claims import CLAIMS
 from edgeprune.report.collect import Results, dense_reference, extra
 from edgeprune.stats import compare_methods, mean_ci
+from edgeprune.streams import gaps_per_seed
 from edgeprune.verdicts import Measurement
 
 __all__ = ["PLATEAU_FRACTION", "QSA_PAPER_TARGET", "claim_measurements"]
@@ -79,14 +80,14 @@ def _measured_time_note(dense_ms: pd.Series, method_ms: pd.Series, dense_power: 
 def _switching(stream: pd.DataFrame | None, controller: str, arm: str, model: str) -> Measured | None:
     """Stream top-1 of ``controller`` minus the best static bank network in hindsight, per stream seed, with
     the oracle switcher's gap in the note (:func:`edgeprune.streams.hindsight_arms`); None without those arms."""
-    if stream is None or not {controller, "best_static", "oracle"} <= set(stream[arm]):
+    gaps = gaps_per_seed(stream, controller, arm) if stream is not None else None
+    if gaps is None:
         return None
-    per_seed = stream.groupby(["seed", arm])["top1"].mean().unstack()
-    oracle = mean_ci((per_seed["oracle"] - per_seed["best_static"]).to_numpy())
+    oracle = mean_ci(gaps["oracle"].to_numpy())
     nothing = " (the oracle gains nothing here: no controller can on these conditions)" if oracle[0] <= 1e-9 else ""
     return _mci(
-        per_seed[controller] - per_seed["best_static"],
-        f"{model}, stream seeds {per_seed.index.tolist()}; oracle switcher − best static: {oracle[0]:+.2f} ± {oracle[1]:.2f} pt{nothing}",
+        gaps["controller"],
+        f"{model}, stream seeds {gaps.index.tolist()}; oracle switcher − best static: {oracle[0]:+.2f} ± {oracle[1]:.2f} pt{nothing}",
     )
 
 

@@ -46,7 +46,7 @@ from edgeprune.akperl.controls import SEARCHES, ControlRun
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
-from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity
+from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity, levels_percent
 from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.config import Params
 from edgeprune.data import PreparedData, Split, load_prepared
@@ -279,7 +279,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
         rows.append(measure.report(nets.dense, test.x, test.y, method="none", setting="dense", seed=extra["dense_seed"],
                                    extra=power.summary(nets.dense), **report))  # fmt: skip
     s_clean = nets.sparsity(nets.akperl(nets.clean_levels))
-    levels = "/".join(f"{LEVELS[v] * 100:.0f}" for v in nets.clean_levels)
+    levels = levels_percent(nets.clean_levels)
     latency: dict[tuple, dict] = {}  # per architecture: later budgets reuse the first's timings
     for budget in range(len(params.finetune.budgets)):
         networks = [(m, nets.static(m, s_clean, budget), {}) for m in ("l1_filter", "magnitude_structured")]
@@ -287,7 +287,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
         for control in nets.controls:  # same units, same recovery: a network equal to the agent's is shared
             best = control.summary()
             networks.append((f"{control.label}_search", nets.akperl(control.levels, budget),
-                             {"levels": "/".join(f"{LEVELS[v] * 100:.0f}" for v in control.levels),
+                             {"levels": levels_percent(control.levels),
                               "search_R": best["R"], "episodes": best["episodes"]}))  # fmt: skip
         for method, net, more in networks:
             setting = "clean-config" if method == "akperl" or method.endswith("_search") else f"s{s_clean:.2f}"
