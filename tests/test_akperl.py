@@ -14,7 +14,7 @@ from torch import nn
 from edgeprune.akperl.controls import random_search
 from edgeprune.akperl.agent import grid_search, select_coefficients, steps_to_fraction, train_agent
 from edgeprune import streams
-from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
+from edgeprune.akperl.dynamic import SwitchingNetwork, make_index_stream, run_stream
 from edgeprune.akperl.params import AkperlParams, DQNParams
 from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid, layer_weights
 from edgeprune.akperl.task import batch_stats
@@ -220,7 +220,7 @@ def test_controller_switches_networks_when_the_stream_condition_changes():
     x, _ = images(64, 1)
     reference = {c: batch_stats(apply_condition(x, c)) for c in ("clean", "low_light")}
     net = SwitchingNetwork({"full": Constant(0), "slim": Constant(1)}, {"clean": "full", "low_light": "slim"}, reference)
-    stream = make_stream(["clean", "low_light"], 64, segments=4, batches_per_segment=3, batch_size=16, seed=0)
+    stream = make_index_stream(["clean", "low_light"], 64, segments=4, batches_per_segment=3, batch_size=16, seed=0)
     conditions = [b.condition for b in stream]
     assert conditions[::3] in (["clean", "low_light"] * 2, ["low_light", "clean"] * 2)
     outputs = [net(normalize(apply_condition(x[b.idx], b.condition, seed=b.index))).argmax(1) for b in stream]
@@ -234,7 +234,7 @@ def test_run_stream_reports_each_batch_of_each_method():
     x, y = images(64, 2)
     reference = {c: batch_stats(apply_condition(x, c)) for c in ("clean", "low_light")}
     switching = SwitchingNetwork({"a": Constant(0), "b": Constant(1)}, {"clean": "a", "low_light": "b"}, reference)
-    stream = make_stream(["clean", "low_light"], 64, segments=2, batches_per_segment=2, batch_size=8, seed=1)
+    stream = make_index_stream(["clean", "low_light"], 64, segments=2, batches_per_segment=2, batch_size=8, seed=1)
     frame = run_stream({"dyn": switching, "static": Constant(0)}, stream, x, y, describe=lambda m: {"label": m.label})
     assert len(frame) == 8 and set(frame.method) == {"dyn", "static"}
     dyn = frame[frame.method == "dyn"]
@@ -251,6 +251,6 @@ def test_controller_and_stream_refuse_bad_input():
     with pytest.raises(KeyError, match="low_light"):
         SwitchingNetwork({"a": Constant(0)}, {"clean": "a", "low_light": "a"}, reference)
     with pytest.raises(ValueError, match="conditions is empty"):
-        make_stream([], 10, segments=1, batches_per_segment=1, batch_size=2)
+        make_index_stream([], 10, segments=1, batches_per_segment=1, batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):
-        make_stream(["clean"], 4, segments=1, batches_per_segment=1, batch_size=8)
+        make_index_stream(["clean"], 4, segments=1, batches_per_segment=1, batch_size=8)

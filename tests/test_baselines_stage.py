@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgeprune import prune
+from edgeprune import masks, prune
 from edgeprune.models import create_model
 from edgeprune.measure import architecture_key
 
@@ -12,7 +12,7 @@ from edgeprune.measure import architecture_key
 def test_architecture_key_matches_same_structure_only() -> None:
     dense = create_model("resnet20")
     masked, _ = prune.apply(dense, "magnitude_unstructured", 0.5)
-    baked = prune.bake_masks(masked)
+    baked = masks.bake_masks(masked)
     assert architecture_key(baked) == architecture_key(dense)  # zeros do not change compute
     shrunk, _ = prune.apply(dense, "l1_filter", 0.5)
     assert architecture_key(shrunk) != architecture_key(dense)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgeprune import measure
+from edgeprune import harness, measure
 from edgeprune.counting import layer_costs
 from edgeprune.results import COLUMNS, SHIFT_CONDITIONS, append_rows, read_table
 
@@ -91,21 +91,21 @@ def test_macs_match_hand_count_and_flop_counter():
 
 def test_latency_returns_requested_statistics():
     before = torch.get_num_threads()
-    stats = measure.measure_latency(tiny_model(), (3, 8, 8), batch_size=4, warmup=1, repeats=7, threads=1)
+    stats = harness.measure_latency(tiny_model(), (3, 8, 8), batch_size=4, warmup=1, repeats=7, threads=1)
     assert stats["q1_ms"] <= stats["median_ms"] <= stats["q3_ms"]
     assert stats["iqr_ms"] == pytest.approx(stats["q3_ms"] - stats["q1_ms"])
     assert stats["median_ms"] > 0 and stats["repeats"] == 7 and stats["batch_size"] == 4
     assert stats["threads"] == 1 and torch.get_num_threads() == before
     assert stats["layout"] == "channels_last" and stats["cpu"]
     with pytest.raises(ValueError, match="repeats"):
-        measure.measure_latency(tiny_model(), (3, 8, 8), repeats=1)
+        harness.measure_latency(tiny_model(), (3, 8, 8), repeats=1)
 
 
 def test_report_fills_one_schema_row(tmp_path):
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (40, 3, 12, 12), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 2, (40,), generator=gen)
-    row = measure.report(
+    row = harness.report(
         tiny_model(), x, y, model_name="tiny", method="none", setting="dense", seed=0, calib_x=x,
         input_shape=(3, 12, 12), warmup=1, repeats=4, conditions=["noise"],
     )  # fmt: skip
@@ -117,10 +117,10 @@ def test_report_fills_one_schema_row(tmp_path):
     table = append_rows(tmp_path / "rows.csv", [row])
     assert read_table(table).loc[0, "size_bytes"] == 536
     with pytest.raises(KeyError, match="fog"):
-        measure.report(tiny_model(), x, y, model_name="t", method="none", setting="d", seed=0, int8=False,
+        harness.report(tiny_model(), x, y, model_name="t", method="none", setting="d", seed=0, int8=False,
                        conditions=["fog"])  # fmt: skip
     with pytest.raises(ValueError, match="calib_x"):
-        measure.report(tiny_model(), x, y, model_name="t", method="none", setting="d", seed=0)
+        harness.report(tiny_model(), x, y, model_name="t", method="none", setting="d", seed=0)
     assert "noise" in SHIFT_CONDITIONS
 
 
@@ -154,7 +154,7 @@ def test_slow_int8_flag_matches_the_measured_latencies(channels):
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10),
     ).eval()  # fmt: skip
     x = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
-    row = measure.report(net, x, torch.zeros(32, dtype=torch.long), model_name="m", method="m", setting=str(channels),
+    row = harness.report(net, x, torch.zeros(32, dtype=torch.long), model_name="m", method="m", setting=str(channels),
                          seed=0, conditions=[], calib_x=x, input_shape=(3, 16, 16), warmup=2, repeats=5, threads=1)  # fmt: skip
     ratio = row["int8_latency_b64_ms"] / row["latency_b64_ms"]
     assert row["int8_latency_ratio_b64"] == pytest.approx(ratio)

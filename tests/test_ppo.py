@@ -23,7 +23,8 @@ from edgeprune.data import Split
 from edgeprune.ppo import retrain as retrain_module
 from edgeprune.ppo.pruning import apply_plan, make_plan, taylor_groups
 from edgeprune.ppo.search import CompressionSearch, Outcome
-from edgeprune.prune import channels_to_keep, recalibrate_bn
+from edgeprune.groups import channels_to_keep
+from edgeprune.prune import recalibrate_bn
 from edgeprune.recover import protocol
 from edgeprune.recover.params import Budget, FinetuneParams
 from edgeprune.recover.protocol import Recovery

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune import measure, prune
+from edgeprune import masks, measure, prune
 from edgeprune.models import available_models, create_model
 
 
@@ -63,7 +63,7 @@ def test_unstructured_zeroes_prunable_weights_and_masks_survive_training():
     pruned(torch.randn(4, 3, 8, 8)).sum().backward()
     opt.step()
     zeros = int((pruned[0].weight == 0).sum() + (pruned[3].weight == 0).sum())
-    prune.bake_masks(pruned)
+    masks.bake_masks(pruned)
     assert not hasattr(pruned[0], "weight_orig")
     assert int((pruned[0].weight == 0).sum() + (pruned[3].weight == 0).sum()) == zeros == round(0.6 * prunable)
 

@@ -14,7 +14,7 @@ from edgeprune.measure import model_size
 from edgeprune.prune import METHODS
 from edgeprune.qsa.activations import activation_sites
 from edgeprune.qsa.autoencoder import fit_qsa
-from edgeprune.qsa.controller import Deployment, DriftController, StreamBatch, make_stream
+from edgeprune.qsa.controller import Deployment, DriftController, ImageBatch, make_image_stream
 from edgeprune.qsa.cycle import QSAPruner, QSASettings
 from edgeprune.qsa.masks import Compression, ignored_for, threshold_of
 from edgeprune.qsa.params import BASELINES, ControllerParams, QSAParams
@@ -223,7 +223,7 @@ class ColourNet(nn.Module):
         return self.scale * x.mean((2, 3)).roll(self.shift, 1)
 
 
-def batch(index: int, kind: str, n: int = 30) -> StreamBatch:
+def batch(index: int, kind: str, n: int = 30) -> ImageBatch:
     """``clean``: class k is bright in channel k; ``swapped``: labels shifted; ``grey``: the dataset mean colour."""
     y = torch.arange(n) % 3
     x = torch.full((n, *SHAPE), 40, dtype=torch.uint8)
@@ -232,7 +232,7 @@ def batch(index: int, kind: str, n: int = 30) -> StreamBatch:
         x = torch.tensor([125, 123, 114], dtype=torch.uint8).view(1, 3, 1, 1).expand(n, *SHAPE).clone()
     if kind == "swapped":
         y = (y + 1) % 3
-    return StreamBatch(index, kind, x, y)
+    return ImageBatch(index, kind, x, y)
 
 
 def run(kinds: list[str], candidate: nn.Module | None = None, **config) -> tuple[DriftController, list[tuple]]:
@@ -296,10 +296,10 @@ def test_gate_deploys_only_a_candidate_at_least_as_good(monitor, candidate, judg
 def test_stream_needs_conditions_and_enough_images():
     x, y = images(40), torch.zeros(40, dtype=torch.long)
     with pytest.raises(ValueError, match="at least one condition"):
-        make_stream(x, y, [], batches_per_condition=1, batch_size=4)
+        make_image_stream(x, y, [], batches_per_condition=1, batch_size=4)
     with pytest.raises(ValueError, match="needs 60 images"):
-        make_stream(x, y, ["clean", "noise", "blur"], batches_per_condition=2, batch_size=10)
-    stream = make_stream(x, y, ["clean", "noise"], batches_per_condition=2, batch_size=10)
+        make_image_stream(x, y, ["clean", "noise", "blur"], batches_per_condition=2, batch_size=10)
+    stream = make_image_stream(x, y, ["clean", "noise"], batches_per_condition=2, batch_size=10)
     assert [b.condition for b in stream] == ["clean", "clean", "noise", "noise"]
     assert [b.index for b in stream] == [0, 1, 2, 3]
     with pytest.raises(pydantic.ValidationError, match="at least 1 item"):

@@ -19,7 +19,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeprune.akperl.params import AkperlParams
-from edgeprune.data import CONDITIONS
+from edgeprune.conditions import CONDITIONS
 from edgeprune.fields import ConditionSet, ModelNames, Seeds, repeats_field
 from edgeprune.power.params import DevicePowerParams
 from edgeprune.ppo.params import PPOParams

@@ -2,7 +2,7 @@
 
 One counter for the whole project: forward hooks on every Conv2d / Linear (float or
 ``torch.ao`` quantized) record each call's multiply-accumulates and the elements it moves
-(weights, input, output). The harness (:func:`edgeprune.measure.report`), the device-power
+(weights, input, output). The harness (:func:`edgeprune.harness.report`), the device-power
 model, AKPERL's units, the PPO search's layer features and the device runner all count
 with it, so a MACs figure means the same thing in every table. Element-wise work (BN,
 activations, pooling, adds) is not counted; a masked (unstructured) weight is counted dense,

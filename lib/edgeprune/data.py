@@ -23,6 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image
 from tqdm.auto import tqdm
 
+from edgeprune.conditions import CONDITIONS
 from edgeprune.io import atomic_write, save_torch_atomic
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -32,16 +33,6 @@ HOW_TO_GET_DATA = (
     "fetch it with `dvc pull data.dvc` (DVC remote ../shared/dvc-remote), or build it from the "
     "canonical CIFAR-10 download with `python -m edgeprune.data import-cifar10 --out data/cifar10-jpeg.zip`"
 )
-
-# Distribution-shift conditions, parameters per severity 1..5. Noise, blur and contrast
-# follow CIFAR-10-C's (Hendrycks & Dietterich 2019) levels; low light scales brightness.
-CONDITIONS: dict[str, tuple[float, ...]] = {
-    "clean": (0.0,) * 5,
-    "noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # gaussian sigma on [0, 1] pixels
-    "blur": (0.4, 0.6, 0.7, 0.8, 1.0),  # gaussian blur sigma in pixels
-    "low_light": (0.7, 0.55, 0.4, 0.3, 0.2),  # brightness factor
-    "low_contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # contrast factor
-}
 
 
 @dataclass

@@ -21,7 +21,7 @@ Typical use::
 
     acts = calibrate(model, normalize(x_calib), bits)       # {layer: ActivationQuant}
     simulated = quantize_model(model, bits, acts)           # a copy; model untouched
-    measure.report(simulated, ..., bits=weight_bits(bits))  # size at k/8 bytes per weight
+    harness.report(simulated, ..., bits=weight_bits(bits))  # size at k/8 bytes per weight
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from edgeprune.data import CONDITIONS
-from edgeprune.models import available_models
+from edgeprune.conditions import CONDITIONS
 from edgeprune.timing import MIN_REPEATS
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -26,7 +25,9 @@ def distinct_seeds(value: list[int]) -> list[int]:
 
 
 def registered_models(value: list[str]) -> list[str]:
-    """Model names are in the registry (edgeprune.models)."""
+    """Model names are in the registry (edgeprune.models, imported here: it loads torch)."""
+    from edgeprune.models import available_models
+
     unknown = [m for m in value if m not in available_models()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; known: {available_models()}")
@@ -34,7 +35,7 @@ def registered_models(value: list[str]) -> list[str]:
 
 
 def known_conditions(value: list[str]) -> list[str]:
-    """Shift conditions are names from :data:`edgeprune.data.CONDITIONS` (repeats allowed: a stream)."""
+    """Shift conditions are names from :data:`edgeprune.conditions.CONDITIONS` (repeats allowed: a stream)."""
     unknown = [c for c in value if c not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown condition(s) {unknown}; known: {list(CONDITIONS)}")

@@ -1,4 +1,7 @@
-"""Atomic file output: a stage either leaves a complete file or none at all."""
+"""Atomic file output: a stage either leaves a complete file or none at all.
+
+torch is imported only to save or load modules, so readers of tables and JSON need none.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @contextmanager
@@ -54,6 +58,8 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     after the file, here a random temporary name, so equal objects gave files with
     different hashes and DVC re-ran every stage downstream.
     """
+    import torch
+
     with atomic_write(path) as tmp, tmp.open("wb") as f:
         torch.save(obj, f)
 
@@ -82,4 +88,6 @@ def load_module(path: str | os.PathLike[str]) -> torch.nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (has the stage that writes it run?)")
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=False).eval()

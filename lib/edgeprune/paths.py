@@ -54,9 +54,13 @@ class ResultPaths:
         """The resumable last-epoch checkpoint (a persistent, uncached DVC output)."""
         return self.root / "checkpoints" / "dense" / f"{model}-s{seed}.pt"
 
+    def stage_dir(self, stage: str, model: str | None = None) -> Path:
+        """The folder a stage writes (per model for the method stages): ``<root>/<stage>[/<model>]``."""
+        return self.root / stage if model is None else self.root / stage / model
+
     def method_rows(self, stage: str, model: str) -> Path:
         """The tidy results table (edgeprune.results) one method stage wrote for one model."""
-        return self.root / stage / model / "rows.csv"
+        return self.stage_dir(stage, model) / "rows.csv"
 
     def dvclive(self, stage: str, run: str) -> Path:
         return self.root / "dvclive" / stage / run

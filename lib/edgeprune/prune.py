@@ -22,8 +22,8 @@ Typical use (stage ``20_baselines``)::
 
     pruned, rep = prune.apply(dense_model, "l1_filter", 0.5)
     train.fine_tune(pruned, x_train, y_train, epochs=1, lr=0.01, seed=seed)
-    prune.bake_masks(pruned)  # unstructured only: make the zeros permanent
-    row = measure.report(pruned, x_test, y_test, model_name=name, method=rep.method,
+    masks.bake_masks(pruned)  # unstructured only: make the zeros permanent
+    row = harness.report(pruned, x_test, y_test, model_name=name, method=rep.method,
                          setting="s0.50", seed=seed, pruning=rep, calib_x=x_train[:512])
     results.append_rows(table, [row])
 """
@@ -31,7 +31,6 @@ Typical use (stage ``20_baselines``)::
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,10 +40,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from edgeprune.data import normalize
+from edgeprune.groups import (
+    PRUNABLE_TYPES, FilterNormImportance, channels_to_keep, dependency_graph, group_producers, prunable_groups, width,
+)  # fmt: skip
 from edgeprune.measure import INPUT_SHAPE, count_macs, count_params
 
 METHODS = ("none", "l1_filter", "magnitude_structured", "magnitude_unstructured")
-PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 # A target more than this above the most a network's groups can lose (each keeping at least
 # one channel, or round_to) is unreachable; rounding may otherwise realise a few points less
 # or more than the target, and the realised value is reported.
@@ -79,26 +80,6 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) 
             bn.momentum = momentum
         model.eval()
     return model
-
-
-def channels_to_keep(channels: int, rate: float, round_to: int = 1) -> int:
-    """Channels a group of ``channels`` keeps at prune rate ``rate`` (at least one): the project's rounding rule.
-
-    ``channels * (1 - rate)`` rounded down, or with ``round_to`` > 1 rounded to the
-    *nearest* multiple of ``round_to`` (halves up; int8 kernels run much faster on
-    multiples of 8), at least ``round_to``; a group no larger than ``round_to`` is left
-    whole. Nearest, not down: on the quick model's small groups (16, 24, 40 channels)
-    rounding down turned a 12.5% rate into 50%, 33% and 20% of the channels, and the
-    uniform 12.5% network scored 49.8% in the search instead of 73.3%.
-    """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"prune rate must be in [0, 1), got {rate!r}")
-    if round_to < 1:
-        raise ValueError(f"round_to must be >= 1, got {round_to}")
-    keep = channels * (1.0 - rate)
-    if round_to > 1:
-        keep = channels if channels <= round_to else max(round_to, math.floor(keep / round_to + 0.5) * round_to)
-    return max(1, min(channels, math.floor(keep + 1e-9)))
 
 
 class UnreachableSparsity(ValueError):
@@ -171,11 +152,10 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int] = INPUT_SHAPE) 
     if not candidates:
         raise ValueError(f"{type(model).__name__} has no Conv2d or Linear layer to prune")
     name = candidates[-1]
-    layer = model.get_submodule(name)
-    width = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    if width != _output_shape(model, input_shape)[-1]:
+    outputs = width(model.get_submodule(name))
+    if outputs != _output_shape(model, input_shape)[-1]:
         raise ValueError(
-            f"cannot tell the classifier of {type(model).__name__}: its last layer {name!r} has {width} outputs, "
+            f"cannot tell the classifier of {type(model).__name__}: its last layer {name!r} has {outputs} outputs, "
             "not the model's output width; pass ignored_layers explicitly"
         )
     return name
@@ -202,56 +182,7 @@ def prunable_layers(
 
 
 def _out_channels(model: nn.Module, names: Sequence[str]) -> int:
-    total = 0
-    for name in names:
-        m = model.get_submodule(name)
-        total += m.out_features if isinstance(m, nn.Linear) else m.out_channels
-    return total
-
-
-class FilterNormImportance(tp.importance.Importance):
-    """Channel importance = the Lp norm of every filter that produces the channel, summed.
-
-    Written here because Torch-Pruning's ``GroupMagnitudeImportance`` skips depthwise
-    convolutions and mixes in BN scales and consumer (input-side) weights; Li et al.
-    rank a channel by its producing filter alone. Over a dependency group (a residual
-    sum, a depthwise conv after its expansion conv) the producers' norms add up.
-    """
-
-    OUT_FNS = (
-        tp.pruner.function.prune_conv_out_channels,
-        tp.pruner.function.prune_depthwise_conv_out_channels,
-        tp.pruner.function.prune_linear_out_channels,
-    )
-
-    def __init__(self, p: int) -> None:
-        self.p = p
-
-    @torch.no_grad()
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
-        scores = None
-        seen = set()
-        for item in group:
-            layer = item.dep.target.module
-            if item.dep.handler not in self.OUT_FNS or not isinstance(layer, PRUNABLE_TYPES) or layer in seen:
-                continue
-            if any(i is None for i in item.root_idxs):  # no index mapping to the root: skip, as Torch-Pruning does
-                continue
-            seen.add(layer)
-            norms = layer.weight.detach()[item.idxs].flatten(1).norm(p=self.p, dim=1).float().cpu()
-            if scores is None:
-                scores = torch.zeros(len(group[0].idxs))
-            scores.scatter_add_(0, torch.tensor(item.root_idxs), norms)
-        return scores
-
-
-def group_producers(group: tp.Group, importance: FilterNormImportance) -> set[nn.Module]:
-    """The prunable layers of a dependency group whose *outputs* lose the group's channels."""
-    return {
-        item.dep.target.module
-        for item in group
-        if item.dep.handler in importance.OUT_FNS and isinstance(item.dep.target.module, PRUNABLE_TYPES)
-    }
+    return sum(width(model.get_submodule(name)) for name in names)
 
 
 def _group_removals(
@@ -273,7 +204,7 @@ def _group_removals(
     channels of the group go.
     """
     groups, scores, weights = [], [], []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(PRUNABLE_TYPES)):
+    for group in prunable_groups(graph, ignored):
         score = importance(group)
         if score is None:
             continue
@@ -301,7 +232,7 @@ def _ceiling(removals: list[tuple[nn.Module, list[int], int]], round_to: int, to
     """The largest share of ``total`` prunable output channels the groups can lose with every kept count rounded."""
     removable = 0
     for root, _, producers in removals:
-        n = root.out_features if isinstance(root, nn.Linear) else root.out_channels
+        n = width(root)
         removable += (n - channels_to_keep(n, 1.0 - 1.0 / n, round_to)) * producers
     return removable / total
 
@@ -337,7 +268,7 @@ def prune_structured(
     params_before, _ = count_params(pruned)
     macs_before = count_macs(pruned, input_shape)
     channels_before = _out_channels(pruned, list(layers))
-    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=torch.randn(1, *input_shape))
+    graph = dependency_graph(pruned, input_shape)
     removals = _group_removals(graph, ignored, importance, sparsity, global_pruning, round_to)
     ceiling = _ceiling(removals, round_to, channels_before)
     if sparsity > ceiling + SHORTFALL_TOLERANCE:
@@ -417,19 +348,6 @@ def magnitude_unstructured(
         "magnitude_unstructured", sparsity, "weights", zeros / numel, nonzero_before, nonzero_after, macs, macs
     )
     return pruned, report
-
-
-def bake_masks(model: nn.Module) -> nn.Module:
-    """Make ``torch.nn.utils.prune`` masks permanent (``prune.remove``), in place.
-
-    Call after fine-tuning: the zeros become plain weights and the
-    ``weight_orig`` / ``weight_mask`` pair disappears. Models without masks pass through.
-    """
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
-    return model
 
 
 def dense(

@@ -19,7 +19,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from edgeprune.data import normalize
 from edgeprune.placement import INT8_DEVICE, place
-from edgeprune.prune import bake_masks
+from edgeprune.masks import bake_masks
 from edgeprune.timing import quantized_engine
 
 

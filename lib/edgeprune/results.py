@@ -1,7 +1,7 @@
 """The tidy results table: one row per (model, method, setting, seed), the same columns everywhere.
 
 Every stage writes its rows with :func:`append_rows` (usually rows made by
-:func:`edgeprune.measure.report`), and the table stages read them back with
+:func:`edgeprune.harness.report`), and the table stages read them back with
 :func:`read_table`. Units are in the column names; an empty cell means "not measured".
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from edgeprune.data import CONDITIONS
+from edgeprune.conditions import CONDITIONS
 from edgeprune.io import atomic_write
 
 INT8_SLOW = 1.2

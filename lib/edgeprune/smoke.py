@@ -34,7 +34,7 @@ BUDGET_KEYS = (
     "device_power.calib_images", "device_power.host_warmup", "device_power.host_repeats",
     "device_power.host_energy_seconds",
     "akperl.grid_steps", "akperl.accuracy_every", "akperl.val_images", "akperl.calib_images", "akperl.stats_pool",
-    "akperl.stats_batch", "akperl.test_images", "akperl.latency_repeats", "akperl.stream_segments",
+    "akperl.stats_batch", "akperl.eval_images", "akperl.latency_repeats", "akperl.stream_segments",
     "akperl.stream_batches", "akperl.stream_batch_size",
     "akperl.dqn.steps", "akperl.dqn.learning_starts", "akperl.dqn.buffer_size", "akperl.dqn.target_update_interval",
     "akperl.dqn.batch_size",

@@ -6,7 +6,8 @@ from :func:`time_call`, built on :class:`torch.utils.benchmark.Timer`: explicit 
 (``Timer.timeit(1)``) under the thread count asked for, set for the measurement only. Median and
 IQR are torch's ``Measurement`` statistics over those single runs.
 
-This module needs torch alone, so it ships to the boards with :mod:`edgeprune.device`.
+This module needs torch alone, so it ships to the boards with :mod:`edgeprune.device`; torch is
+imported on first use, so the params schema reads :data:`MIN_REPEATS` without it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 MIN_REPEATS = 4  # quartiles need four values; every params section's latency repeats honours this bound
 
@@ -56,6 +55,8 @@ def time_call(
         raise ValueError(f"latency needs warmup >= 0 and repeats >= {MIN_REPEATS} (quartiles); got {warmup}, {repeats}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    import torch
+
     benchmark = _benchmark()
     n_threads = threads or torch.get_num_threads()
     stmt = "fn(); torch.cuda.synchronize()" if sync else "fn()"
@@ -111,6 +112,8 @@ def quantized_engine(machine: str | None = None) -> str:
     ``fbgemm``) elsewhere."""
     machine = (machine or platform.machine()).lower()
     wanted = ["qnnpack"] if machine.startswith(("arm", "aarch64")) else ["x86", "fbgemm"]
+    import torch
+
     supported = torch.backends.quantized.supported_engines
     for engine in wanted:
         if engine in supported:

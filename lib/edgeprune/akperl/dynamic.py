@@ -78,8 +78,11 @@ class SwitchingNetwork(nn.Module):
 
 
 @dataclass(frozen=True)
-class StreamBatch:
-    """One batch of the stream: its position, its segment's condition and the image indices."""
+class IndexBatch:
+    """One batch of AKPERL's stream: its position, its segment's condition and indices into the test split.
+
+    Each arm applies the condition itself; QSA's stream carries the shifted images instead
+    (:class:`edgeprune.qsa.controller.ImageBatch`)."""
 
     index: int
     segment: int
@@ -87,7 +90,7 @@ class StreamBatch:
     idx: torch.Tensor
 
 
-def make_stream(
+def make_index_stream(
     conditions: Sequence[str],
     n_images: int,
     *,
@@ -95,7 +98,7 @@ def make_stream(
     batches_per_segment: int,
     batch_size: int,
     seed: int = 0,
-) -> list[StreamBatch]:
+) -> list[IndexBatch]:
     """A non-stationary stream: ``segments`` runs of ``batches_per_segment`` batches, one condition per run.
 
     Conditions follow seeded permutations of ``conditions`` (no condition twice in a
@@ -121,7 +124,7 @@ def make_stream(
         for _ in range(batches_per_segment):
             if cursor + batch_size > n_images:
                 images, cursor = torch.as_tensor(rng.permutation(n_images)), 0
-            stream.append(StreamBatch(len(stream), segment, condition, images[cursor : cursor + batch_size]))
+            stream.append(IndexBatch(len(stream), segment, condition, images[cursor : cursor + batch_size]))
             cursor += batch_size
     return stream
 
@@ -129,7 +132,7 @@ def make_stream(
 @torch.inference_mode()
 def run_stream(
     methods: Mapping[str, nn.Module],
-    stream: Sequence[StreamBatch],
+    stream: Sequence[IndexBatch],
     x: torch.Tensor,
     y: torch.Tensor,
     *,

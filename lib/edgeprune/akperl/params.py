@@ -13,6 +13,8 @@ from pydantic import Field, field_validator, model_validator
 from edgeprune.fields import ConditionSet, ModelNames, repeats_field
 from edgeprune.schema import Section
 
+LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The agent's pruning levels per unit: the share of its channels removed (1.0 = the whole block, where it can go)."""
 ABLATIONS = ("no_stats", "no_power", "uniform")
 
 
@@ -78,7 +80,7 @@ class AkperlParams(Section):
     frame_rate_hz: float = Field(30.0, gt=0, description="inference rate at which power above idle is reported")
     dqn: DQNParams = DQNParams()
     # the chosen policy, fine-tuned (with the shared `finetune` budget) and measured
-    test_images: int | None = Field(None, ge=10, description="stratified test subset for the final measurement; None = all")
+    eval_images: int | None = Field(None, ge=10, description="stratified test subset for the final measurement; None = all")
     latency_repeats: int = repeats_field(5)
     # the non-stationary stream
     stream_seeds: list[int] | None = Field(None, description="seeds whose networks run the stream (among seeds); None = seeds")

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from edgeprune.akperl.units import PruningUnit, find_units
-from edgeprune.data import CONDITIONS, Split, apply_condition, normalize
+from edgeprune.conditions import CONDITIONS
+from edgeprune.data import Split, apply_condition, normalize
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.placement import place
 from edgeprune.power.model import Estimate, estimate

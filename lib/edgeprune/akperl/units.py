@@ -9,9 +9,9 @@ layer, is the honest "layer" an agent decides for; it is named after its root la
 
 Levels are fractions of the unit's channels: :data:`LEVELS` = 0, 25, 50, 75, 100 %, the
 kept count rounded to the nearest multiple of the unit's ``round_to`` by the project's one
-rule (:func:`edgeprune.prune.channels_to_keep`; 8 in every profile, the x86 int8 kernels'
+rule (:func:`edgeprune.groups.channels_to_keep`; 8 in every profile, the x86 int8 kernels'
 fast path). Within a unit the channels of smallest filter L1 norm go first
-(:class:`edgeprune.prune.FilterNormImportance`, Li et al. 2017). A unit keeps at least
+(:class:`edgeprune.groups.FilterNormImportance`, Li et al. 2017). A unit keeps at least
 one channel, so 100 % has no channel meaning; it means *remove the whole block* when
 the unit is the first unit of a residual block with an identity skip (output
 ``x + f(x)``): the block is replaced by ``nn.Identity`` and its other units vanish with
@@ -27,17 +27,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
+from edgeprune.akperl.params import LEVELS
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.models import BasicBlock
 from edgeprune.counting import layer_costs
-from edgeprune.prune import (
-    PRUNABLE_TYPES, FilterNormImportance, channels_to_keep, classifier_name, group_producers, prunable_layers,
+from edgeprune.groups import (
+    PRUNABLE_TYPES, FilterNormImportance, channels_to_keep, dependency_graph, group_producers, prunable_groups, width,
 )  # fmt: skip
+from edgeprune.prune import classifier_name, prunable_layers
 
-LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 REMOVE_BLOCK = len(LEVELS) - 1  # index of the 100 % level
 
 
@@ -53,11 +53,11 @@ class PruningUnit:
     mac_share: float  # MACs of ``layers`` / MACs of the dense network
     position: float  # share of the dense network's MACs executed before the unit's first layer
     block: str | None  # residual block removed at 100 %; None where 100 % maps to 75 %
-    round_to: int = 1  # channels kept rounded to the nearest multiple (edgeprune.prune.channels_to_keep)
+    round_to: int = 1  # channels kept rounded to the nearest multiple (edgeprune.groups.channels_to_keep)
 
     def removed(self, level_index: int) -> int:
         """Channels a (non-block) level removes from the root: ``LEVELS[level]`` of them, the kept count
-        rounded by the project's one rule (:func:`edgeprune.prune.channels_to_keep`), one always kept."""
+        rounded by the project's one rule (:func:`edgeprune.groups.channels_to_keep`), one always kept."""
         return self.channels - channels_to_keep(self.channels, min(LEVELS[level_index], LEVELS[REMOVE_BLOCK - 1]), self.round_to)
 
 
@@ -85,10 +85,6 @@ def removable_blocks(model: nn.Module) -> list[str]:
 
 def _is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-
-
-def _width(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 def find_units(
@@ -119,10 +115,10 @@ def find_units(
         before[i + 1] = before[i] + c.macs
     blocks = removable_blocks(model)
     ignored = [m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES) and n not in layers]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, *input_shape))
+    graph = dependency_graph(model, input_shape)
     importance = FilterNormImportance(p=1)
     units = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(PRUNABLE_TYPES)):
+    for group in prunable_groups(graph, ignored):
         if importance(group) is None:  # no producing filter to rank: nothing this unit could remove
             continue
         root = group[0].dep.target.module
@@ -140,7 +136,7 @@ def find_units(
         producers = tuple(n for n in members if n in layers and layers[n] in produced)
         units.append(
             PruningUnit(
-                names[root], tuple(members), producers, kind, _width(root), share, before[first] / total, block, round_to
+                names[root], tuple(members), producers, kind, width(root), share, before[first] / total, block, round_to
             )
         )
     units.sort(key=lambda u: (u.position, order[u.name]))
@@ -180,10 +176,7 @@ class LayerwisePruner:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] = INPUT_SHAPE) -> None:
         self.model = copy.deepcopy(model).eval()
-        device = next(self.model.parameters()).device
-        self.graph = tp.DependencyGraph().build_dependency(
-            self.model, example_inputs=torch.randn(1, *input_shape, device=device)
-        )
+        self.graph = dependency_graph(self.model, input_shape)
         self.removed: list[str] = []
         self._importance = FilterNormImportance(p=1)
 
@@ -204,7 +197,7 @@ class LayerwisePruner:
             self.removed.append(unit.block)
             return level_index
         root = self.model.get_submodule(unit.name)
-        n = _width(root)
+        n = width(root)
         k = unit.removed(level_index)
         if k == 0:
             return level_index
@@ -235,7 +228,7 @@ def apply_levels(
 
 def out_channels(model: nn.Module, ignored_layers: Sequence[str] | None = None, input_shape: Sequence[int] = INPUT_SHAPE) -> int:
     """Output channels summed over the prunable layers (the unit of :mod:`edgeprune.prune`'s sparsity)."""
-    return sum(_width(m) for m in prunable_layers(model, ignored_layers, input_shape).values())
+    return sum(width(m) for m in prunable_layers(model, ignored_layers, input_shape).values())
 
 
 def channel_sparsity(

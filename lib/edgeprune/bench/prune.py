@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from edgeprune.measure import measure_latency
+from edgeprune.harness import measure_latency
 from edgeprune.timing import cpu_model
 from edgeprune.models import create_model
 from edgeprune.prune import apply

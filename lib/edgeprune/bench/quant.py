@@ -15,7 +15,7 @@ import statistics
 
 import torch
 
-from edgeprune.measure import measure_latency
+from edgeprune.harness import measure_latency
 from edgeprune.models import create_model
 from edgeprune.quant import quantize_int8
 from edgeprune.timing import cpu_model, quantized_engine

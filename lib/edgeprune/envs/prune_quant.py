@@ -26,7 +26,8 @@ that meet it, re-scored on fresh images (:func:`edgeprune.ppo.agent.select_polic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -63,6 +64,16 @@ class Episode:
     outcome: Outcome
     reward: float
     feasible: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """A flat JSON object (the stage's checkpoints and ``episodes.csv``), with the outcome's density."""
+        return {"rates": list(self.rates), "bits": list(self.bits), **asdict(self.outcome), "density": self.outcome.density,
+                "reward": self.reward, "feasible": self.feasible}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Episode:
+        outcome = Outcome(obj["top1"], obj["size_bytes"], obj["params"])
+        return cls(tuple(obj["rates"]), tuple(obj["bits"]), outcome, obj["reward"], obj["feasible"])
 
 
 def check_prune_rates(rates: Sequence[float]) -> tuple[float, ...]:

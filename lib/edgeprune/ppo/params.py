@@ -15,6 +15,9 @@ from pydantic import Field, field_validator, model_validator
 from edgeprune.fields import ModelNames, Seeds, SUPPORTED_BITS, repeats_field
 from edgeprune.schema import Section
 
+BYTES_PER_MB = 1e6
+"""Performance density is top-1 % per MB of 10^6 bytes (stored at the real bit-widths)."""
+
 
 class PPOParams(Section):
     """PPO prune + quantize: search space, reward, agent, search budget, retraining, report."""

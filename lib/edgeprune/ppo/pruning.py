@@ -26,7 +26,8 @@ from torch import nn
 
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE
-from edgeprune.prune import PRUNABLE_TYPES, channels_to_keep, classifier_name
+from edgeprune.groups import PRUNABLE_TYPES, channels_to_keep, dependency_graph, prunable_groups
+from edgeprune.prune import classifier_name
 
 OUT_CHANNEL_HANDLERS = (
     tp.pruner.function.prune_conv_out_channels,
@@ -70,10 +71,6 @@ class PrunePlan:
         return [i for i in range(channels) if i not in removed]
 
 
-def _graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, *input_shape))
-
-
 def taylor_groups(
     model: nn.Module,
     x: torch.Tensor,
@@ -97,7 +94,7 @@ def taylor_groups(
     names = {m: n for n, m in work.named_modules()}
     ignored_names = [classifier_name(work, input_shape)] if ignored_layers is None else list(ignored_layers)
     ignored = [work.get_submodule(n) for n in ignored_names]
-    graph = _graph(work, input_shape)
+    graph = dependency_graph(work, input_shape)
     work.zero_grad(set_to_none=True)
     for i in range(0, len(x), batch_size):
         loss = nn.functional.cross_entropy(work(normalize(x[i : i + batch_size])), y[i : i + batch_size])
@@ -105,7 +102,7 @@ def taylor_groups(
     scorer = tp.importance.GroupTaylorImportance(multivariable=True, normalizer=None)
     order = {n: i for i, n in enumerate(names.values())}
     groups = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(PRUNABLE_TYPES)):
+    for group in prunable_groups(graph, ignored):
         scores = scorer(group)
         if scores is None:
             continue
@@ -145,7 +142,7 @@ def apply_plan(model: nn.Module, plan: PrunePlan, input_shape: Sequence[int] = I
     channels, the root's indices stay valid while other groups shrink.
     """
     pruned = copy.deepcopy(model).cpu().eval()
-    graph = _graph(pruned, input_shape)
+    graph = dependency_graph(pruned, input_shape)
     for root, idxs in plan.removed:
         if not idxs:
             continue

@@ -33,11 +33,11 @@ from edgeprune.counting import layer_costs
 from edgeprune.data import normalize
 from edgeprune.measure import INPUT_SHAPE, count_params, model_size
 from edgeprune.placement import place
+from edgeprune.ppo.params import BYTES_PER_MB
 from edgeprune.ppo.pruning import ChannelGroup, PrunePlan, apply_plan, make_plan
 from edgeprune.prune import recalibrate_bn
 from edgeprune.train import evaluate
 
-BYTES_PER_MB = 1e6  # performance density is top-1 % per MB of 10^6 bytes
 
 
 @dataclass(frozen=True)

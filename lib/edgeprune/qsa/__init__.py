@@ -21,7 +21,9 @@ params schema does not pull in Torch-Pruning or the int8 toolchain):
   curves and the search for τ;
 - :mod:`~edgeprune.qsa.controller` - the non-stationary stream and the drift controller;
 - :mod:`~edgeprune.qsa.cycle` - the re-prune cycle (QSA retrain, masks, prune, recovery
-  on the recent buffer with the shared protocol, int8).
+  on the recent buffer with the shared protocol, int8);
+- :mod:`~edgeprune.qsa.outputs` - where the stage's outputs live, reading them back, and the
+  notebook's tables and figures (torch-free).
 """
 
 from edgeprune.qsa.params import ControllerParams, QSAParams

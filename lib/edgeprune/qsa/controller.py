@@ -40,8 +40,11 @@ from edgeprune.qsa.params import ControllerParams
 
 
 @dataclass(frozen=True)
-class StreamBatch:
-    """One batch of the stream: its position, condition and (shifted) uint8 images with labels."""
+class ImageBatch:
+    """One batch of QSA's stream: its position, condition and the shifted uint8 images with labels.
+
+    The controller sees the images as they arrive; AKPERL's stream carries test-split indices
+    instead (:class:`edgeprune.akperl.dynamic.IndexBatch`)."""
 
     index: int
     condition: str
@@ -49,7 +52,7 @@ class StreamBatch:
     y: torch.Tensor
 
 
-def make_stream(
+def make_image_stream(
     x: torch.Tensor,
     y: torch.Tensor,
     conditions: Sequence[str],
@@ -58,7 +61,7 @@ def make_stream(
     batch_size: int,
     severity: int = 3,
     seed: int = 0,
-) -> list[StreamBatch]:
+) -> list[ImageBatch]:
     """A non-stationary stream: one segment of ``batches_per_condition`` batches per condition.
 
     Images are drawn without replacement from ``x`` in a seeded order; each segment's
@@ -79,7 +82,7 @@ def make_stream(
         images = apply_condition(x[idx], condition, severity, seed=seed * 1000 + s)
         for b in range(batches_per_condition):
             part = slice(b * batch_size, (b + 1) * batch_size)
-            stream.append(StreamBatch(len(stream), condition, images[part], y[idx][part]))
+            stream.append(ImageBatch(len(stream), condition, images[part], y[idx][part]))
     return stream
 
 
@@ -97,7 +100,7 @@ Reprune = Callable[[torch.Tensor, torch.Tensor | None], Deployment]
 
 
 @torch.no_grad()
-def run_batch(model: nn.Module, batch: StreamBatch) -> dict[str, float]:
+def run_batch(model: nn.Module, batch: ImageBatch) -> dict[str, float]:
     """Top-1 (%), mean prediction entropy (nats) and wall-clock latency (ms) on one batch."""
     model.eval()
     start = time.perf_counter()
@@ -129,7 +132,7 @@ class DriftController:
         self.reference: dict[str, float] | None = None
         self.records: list[dict[str, Any]] = []
         self.triggers: list[dict[str, Any]] = []
-        self._batches: list[StreamBatch] = []
+        self._batches: list[ImageBatch] = []
         self.deployments = 0  # re-pruned networks deployed so far
         self._deployed_at = 0  # index of the first batch since the last re-prune
 
@@ -173,7 +176,7 @@ class DriftController:
             return ("entropy", value, ref)
         return None
 
-    def observe(self, batch: StreamBatch) -> dict[str, Any]:
+    def observe(self, batch: ImageBatch) -> dict[str, Any]:
         """Run the deployed network on ``batch``, log it, re-prune if a trigger fires."""
         record = {"batch": batch.index, "condition": batch.condition, **run_batch(self.deployment.model, batch)}
         record["deployment"] = self.deployments
@@ -184,7 +187,7 @@ class DriftController:
             self._redeploy(batch, *reason)
         return record
 
-    def _split_buffer(self, now: int) -> tuple[list[StreamBatch], list[StreamBatch], list[StreamBatch]]:
+    def _split_buffer(self, now: int) -> tuple[list[ImageBatch], list[ImageBatch], list[ImageBatch]]:
         """The buffer as (labelled for fine-tuning, held out to judge, the rest) at batch ``now``."""
         c = self.config
         ready = now - c.label_delay
@@ -193,7 +196,7 @@ class DriftController:
         train = labelled[: len(labelled) - len(held)]
         return train, held, self._batches[len(train) :]  # the buffer is in stream order: labelled batches first
 
-    def _judge(self, candidate: nn.Module, held: list[StreamBatch]) -> dict[str, Any]:
+    def _judge(self, candidate: nn.Module, held: list[ImageBatch]) -> dict[str, Any]:
         """Compare ``candidate`` with the deployed network: top-1 on ``held``, else entropy on the buffer."""
         name, batches = ("top1", held) if held else ("entropy", self._batches)
 
@@ -204,7 +207,7 @@ class DriftController:
         accepted = new >= deployed if name == "top1" else new <= deployed
         return {"judge": name, "score_deployed": deployed, "score_candidate": new, "accepted": accepted}
 
-    def _redeploy(self, batch: StreamBatch, reason: str, signal: float, reference: float) -> None:
+    def _redeploy(self, batch: ImageBatch, reason: str, signal: float, reference: float) -> None:
         train, held, rest = self._split_buffer(batch.index)
         recent_x = torch.cat([b.x for b in train + rest])
         recent_y = torch.cat([b.y for b in train]) if train else None
@@ -232,7 +235,7 @@ class DriftController:
         self._deployed_at = batch.index + 1  # a rejected cycle also restarts cooldown and reference
         self.reference = None  # the next full window defines normal again
 
-    def run(self, stream: Sequence[StreamBatch]) -> list[dict[str, Any]]:
+    def run(self, stream: Sequence[ImageBatch]) -> list[dict[str, Any]]:
         """Observe every batch of ``stream`` in order; returns the per-batch records."""
         for batch in stream:
             self.observe(batch)

@@ -9,7 +9,7 @@ The mapping, exactly:
 2. Torch-Pruning couples channels that must go together (a residual sum, a depthwise
    conv after its expansion, an SE block): a dependency group's channel importance is
    the sum of ``s_l`` over the group's producing layers (:class:`QSAImportance`, the
-   same aggregation as :class:`edgeprune.prune.FilterNormImportance`).
+   same aggregation as :class:`edgeprune.groups.FilterNormImportance`).
 3. Scores are divided by their group's mean, so layers of any width and scale compete
    on one scale: the *normalised importance*.
 4. A threshold τ removes every channel whose normalised importance is below τ, each
@@ -32,7 +32,8 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from edgeprune.measure import INPUT_SHAPE, model_size
-from edgeprune.prune import PRUNABLE_TYPES, FilterNormImportance, PruneReport, classifier_name, group_producers, prune_structured
+from edgeprune.groups import PRUNABLE_TYPES, FilterNormImportance, dependency_graph, group_producers, prunable_groups
+from edgeprune.prune import PruneReport, classifier_name, prune_structured
 
 
 class QSAImportance(FilterNormImportance):
@@ -91,9 +92,9 @@ def normalised_importance(
     number of layers that lose an output when the channel goes (as pruning counts them)."""
     modules = dict(model.named_modules())
     ignored = [modules[n] for n in ignored_layers]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, *input_shape))
+    graph = dependency_graph(model, input_shape)
     scores, weights = [], []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(PRUNABLE_TYPES)):
+    for group in prunable_groups(graph, ignored):
         score = importance(group)
         if score is None:
             continue

@@ -2,9 +2,10 @@
 
 Every method stage writes its tidy rows to ``results/<stage>/<model>/rows.csv``
 (:mod:`edgeprune.results`); a few tables also need a stage's own files (AKPERL's ablations
-and convergence summary, PPO's per-seed comparison, the device-power table). A stage or
-model that has not run is recorded in :attr:`Results.missing` rather than failing, so the
-tables show what exists and say what does not.
+and streams, QSA's stream, PPO's per-seed comparison, the device-power table), read through
+each stage's own reader (``edgeprune.<method>.outputs.load``). A stage or model that has
+not run is recorded in :attr:`Results.missing` rather than failing, so the tables show what
+exists and say what does not.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from edgeprune import results
-from edgeprune.io import read_json
+from edgeprune.akperl import outputs as akperl_outputs
 from edgeprune.paths import ResultPaths
+from edgeprune.power import outputs as power_outputs
+from edgeprune.ppo import outputs as ppo_outputs
+from edgeprune.qsa import outputs as qsa_outputs
 
 __all__ = ["METHOD_STAGES", "Results", "dense_reference", "extra", "load_results"]
 
@@ -94,17 +97,6 @@ def _rows(paths: ResultPaths, stage: str, model: str) -> pd.DataFrame | None:
     return results.read_table(path).assign(stage=stage)
 
 
-def _stage_files(folder: Path, csvs: Sequence[str]) -> dict[str, Any]:
-    """``summary.json`` and the named CSVs of a stage folder, those that exist."""
-    out: dict[str, Any] = {}
-    if (folder / "summary.json").is_file():
-        out["summary"] = read_json(folder / "summary.json")
-    for name in csvs:
-        if (folder / f"{name}.csv").is_file():
-            out[name] = pd.read_csv(folder / f"{name}.csv")
-    return out
-
-
 def load_results(paths: ResultPaths, models: Iterable[str], stages: Sequence[str] = METHOD_STAGES) -> Results:
     """Collect the rows of ``stages`` x ``models`` and the extra files the tables use."""
     unknown = [s for s in stages if s not in METHOD_STAGES]
@@ -119,16 +111,14 @@ def load_results(paths: ResultPaths, models: Iterable[str], stages: Sequence[str
                 missing.append(f"{stage}/{model}")
                 continue
             frames.append(rows)
-            folder = paths.method_rows(stage, model).parent
             if stage == "akperl":
-                res.akperl[model] = _stage_files(folder, ("ablations", "stream", "episodes", "policies", "controls"))
+                res.akperl[model] = akperl_outputs.load(paths, model)
             elif stage == "qsa":
-                res.qsa[model] = _stage_files(folder, ("stream", "triggers"))
-            elif stage == "ppo" and (folder / "comparison.csv").is_file():
-                res.ppo[model] = pd.read_csv(folder / "comparison.csv")
+                res.qsa[model] = qsa_outputs.load(paths, model)
+            elif stage == "ppo" and "comparison" in (ppo := ppo_outputs.load(paths, model)):
+                res.ppo[model] = ppo["comparison"]
     if frames:
         res.rows = pd.concat(frames, ignore_index=True)
     res.missing = missing
-    power = paths.root / "device" / "power.csv"
-    res.power = pd.read_csv(power) if power.is_file() else None
+    res.power = power_outputs.read_power(paths) if (power_outputs.out_dir(paths) / "power.csv").is_file() else None
     return res

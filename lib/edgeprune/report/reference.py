@@ -52,9 +52,9 @@ def _git(*args: str, cwd: Path) -> str:
 
 
 def _machine() -> dict[str, object]:
-    from edgeprune.timing import cpu_model  # torch: imported only when a snapshot is made
+    import torch  # imported only when a snapshot is made: the tables stage reads claims without it
 
-    import torch
+    from edgeprune.timing import cpu_model
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     return {

@@ -14,19 +14,19 @@ For one model (the DVC matrix item), :func:`run`:
    AKPERL clean configuration's sparsity; Table 1's networks are recovered at every
    ``finetune`` budget (the budget axis), the stream's at the primary one;
 5. measures the dense model, the baselines and AKPERL's clean-condition network through
-   :func:`edgeprune.measure.report` (Table 1, clean test split) and runs the
+   :func:`edgeprune.harness.report` (Table 1, clean test split) and runs the
    non-stationary stream: AKPERL switching vs the static networks at the same
    average sparsity.
 
 Seeds vary the agent and the fine-tuning; seed ``s`` prunes dense model ``s`` when the
 dense stage trained it, else the first dense seed, as in the 20_baselines stage.
 Outputs: ``results/akperl/<model>/`` (``rows.csv``, the tidy results table, and the
-stage's own CSVs and ``summary.json``), DVCLive curves under ``results/dvclive/akperl/<model>/``.
+stage's own CSVs and ``summary.json``; read back by :mod:`edgeprune.akperl.outputs`), DVCLive
+curves under ``results/dvclive/akperl/<model>/``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,39 +34,42 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from edgeprune import measure, prune, results
+from edgeprune import harness, measure, prune, results
 from edgeprune.akperl.agent import AgentRun, grid_search, train_agent
 from edgeprune.akperl.controls import SEARCHES, ControlRun
-from edgeprune.akperl.dynamic import SwitchingNetwork, make_stream, run_stream
+from edgeprune.akperl.dynamic import SwitchingNetwork, make_index_stream, run_stream
+from edgeprune.akperl.outputs import (
+    STAGE, control_gap, controller_accuracy, out_dir, plot_convergence, plot_policies, plot_stream, read, save_figure,
+    stream_summary, table1,
+)  # fmt: skip
 from edgeprune.akperl.reward import RewardCoefficients, layer_weights
 from edgeprune.akperl.task import PowerModel, PruningTask, canonical_key
-from edgeprune.akperl.units import LEVELS, apply_levels, channel_sparsity, levels_percent
+from edgeprune.akperl.units import apply_levels, channel_sparsity, levels_percent
 from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.config import Params
 from edgeprune.data import PreparedData, Split, load_prepared
-from edgeprune.io import read_json, save_module, write_csv_atomic, write_json_atomic
+from edgeprune.io import save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
-from edgeprune.streams import hindsight_arms
-from edgeprune.stats import format_mean_ci, format_summary, mean_ci, summarise
 from edgeprune.placement import resolve_device
+from edgeprune.streams import hindsight_arms
 from edgeprune.train import set_threads
 
-STAGE = "30_akperl_dqn"
-TABLE1_METRICS = ["top1", "power_mw_modelled", "latency_b1_ms", "sparsity_pct"]
+# The read side (outputs, Table 1, the figures) lives in edgeprune.akperl.outputs; re-exported for the notebook.
+__all__ = [
+    "build_task", "run",
+    "control_gap", "controller_accuracy", "plot_convergence", "plot_policies", "plot_stream", "read", "save_figure",
+    "stream_summary", "table1",
+]  # fmt: skip
+
 CONTROL_COLUMNS = ["label", "seed", "condition", "episodes", "R", "val_acc", "power_rel", "sparsity", "seconds"]
 # Static networks are reused for the stream when their sparsity is this close to the stream's average.
 SPARSITY_MATCH = 0.02
-
-
-def out_dir(paths: ResultPaths, model_name: str) -> Path:
-    return paths.root / "akperl" / model_name
 
 
 @contextmanager
@@ -276,7 +279,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
     }
     rows = []
     if with_dense:
-        rows.append(measure.report(nets.dense, test.x, test.y, method="none", setting="dense", seed=extra["dense_seed"],
+        rows.append(harness.report(nets.dense, test.x, test.y, method="none", setting="dense", seed=extra["dense_seed"],
                                    extra=power.summary(nets.dense), **report))  # fmt: skip
     s_clean = nets.sparsity(nets.akperl(nets.clean_levels))
     levels = levels_percent(nets.clean_levels)
@@ -292,7 +295,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
         for method, net, more in networks:
             setting = "clean-config" if method == "akperl" or method.endswith("_search") else f"s{s_clean:.2f}"
             arch = measure.architecture_key(net)
-            row = measure.report(net, test.x, test.y, method=method, setting=setting, seed=run.seed,
+            row = harness.report(net, test.x, test.y, method=method, setting=setting, seed=run.seed,
                                  pruning=_prune_report(method, nets.dense, net, nets.sparsity(net) if method.endswith("_search") else s_clean),
                                  extra={**power.summary(net), **extra, **more},
                                  **{**report, "latency": arch not in latency})  # fmt: skip
@@ -320,7 +323,7 @@ def _stream(nets: _SeedNetworks, test: Split) -> pd.DataFrame:
         **{method: nets.static(method, target) for method in ("l1_filter", "magnitude_structured")},
         **{f"bank:{name}": net for name, net in subnets.items()},  # each network of the controller's bank, static
     }
-    stream = make_stream(conditions, len(test), segments=p.stream_segments, batches_per_segment=p.stream_batches,
+    stream = make_index_stream(conditions, len(test), segments=p.stream_segments, batches_per_segment=p.stream_batches,
                          batch_size=min(p.stream_batch_size, len(test)), seed=nets.run.seed)  # fmt: skip
     frame = run_stream(methods, stream, test.x, test.y, describe=_describer(nets.dense, nets.task.power),
                        severity=nets.params.shift.severity)  # fmt: skip
@@ -339,7 +342,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     out = out_dir(paths, model_name)
     data = load_prepared(paths.prepared)
     recovery = Recovery(params.finetune, data.train, device=device)
-    test = data.test.subset(p.test_images, seed=params.data.split_seed)
+    test = data.test.subset(p.eval_images, seed=params.data.split_seed)
     tasks: dict[int, PruningTask] = {}
     dense_models: dict[int, nn.Module] = {}
 
@@ -351,7 +354,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
         return tasks[d]
 
     timing: dict[str, float] = {}
-    search = _search(params, task_for, paths.dvclive("akperl", model_name), timing)
+    search = _search(params, task_for, paths.dvclive(STAGE, model_name), timing)
     rows, frames = [], []
     with _timed(timing, "networks_and_measurement"):
         for run_ in search.runs:
@@ -369,7 +372,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
             [_ablation_metrics(r, task_for(r.seed), "full") for r in search.runs]
             + [_ablation_metrics(r, task_for(r.seed), r.label) for r in search.ablation_runs]
         )
-    table_path = paths.method_rows("akperl", model_name)
+    table_path = paths.method_rows(STAGE, model_name)
     table_path.unlink(missing_ok=True)  # this stage owns its table: a re-run replaces it whole
     results.append_rows(table_path, rows)
     every = [*search.grid_runs, *search.runs, *search.ablation_runs]
@@ -397,139 +400,3 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-# --------------------------------------------------------------------------- reading and drawing
-
-
-def read(paths: ResultPaths, model_name: str, name: str) -> pd.DataFrame | dict:
-    """One of the stage's outputs: grid, runs, episodes, policies, ablations, controls, stream, units, rows, summary."""
-    out = out_dir(paths, model_name)
-    if name == "summary":
-        return read_json(out / "summary.json")
-    if name == "rows":
-        return results.read_table(paths.method_rows("akperl", model_name))
-    path = out / f"{name}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run the {STAGE} stage for {model_name}")
-    return pd.read_csv(path)
-
-
-def table1(df: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 1 shape at the primary recovery budget: method x (top-1 %, power mW (modelled),
-    inference ms, sparsity %), mean ± 95 % CI."""
-    df = results.at_budget(df).copy()
-    extra = df["extra"].map(lambda e: json.loads(e) if isinstance(e, str) and e else {})
-    df["power_mw_modelled"] = extra.map(lambda e: e.get("power_mw_modelled", np.nan))
-    df["sparsity_pct"] = 100 * df["sparsity_realised"].astype(float)
-    order = {m: i for i, m in enumerate(["none", "l1_filter", "magnitude_structured", "random_search", "akperl"])}
-    summary = summarise(df, ["method"], TABLE1_METRICS).sort_values("method", key=lambda s: s.map(order))
-    table = format_summary(summary, TABLE1_METRICS, digits={"top1": 2, "power_mw_modelled": 1, "latency_b1_ms": 2, "sparsity_pct": 1})
-    table["n_seeds"] = summary["top1_n"].to_numpy()
-    return table[["method", *TABLE1_METRICS, "n_seeds"]].rename(
-        columns={"top1": "top-1 %", "power_mw_modelled": "power mW (modelled)", "latency_b1_ms": "inference ms (measured, b1)",
-                 "sparsity_pct": "sparsity %"}  # fmt: skip
-    )
-
-
-def control_gap(rows: pd.DataFrame) -> pd.DataFrame:
-    """AKPERL minus each equal-budget search control after recovery, per recovery budget: top-1 (pt) and
-    channel sparsity (pt), mean ± 95 % CI over seeds of the per-seed differences. The two searches optimise
-    the same reward, so a control may trade accuracy for sparsity differently: read both columns."""
-    ranked = rows[(rows["method"] == "akperl") | rows["method"].str.endswith("_search")]
-    ranked = ranked.assign(sparsity_pct=100 * ranked["sparsity_realised"].astype(float))
-    metrics = {"top1": "top-1 (pt)", "sparsity_pct": "sparsity (pt)"}
-    wide = ranked.pivot_table(index=["recovery_steps", "seed"], columns="method", values=list(metrics))
-    gaps = []
-    for control in sorted({c for _, c in wide.columns if c.endswith("_search")}):
-        for steps, part in wide.groupby(level=0):
-            gap: dict[str, Any] = {"control": control, "recovery steps": int(steps)}
-            for metric, label in metrics.items():
-                diff = (part[(metric, "akperl")] - part[(metric, control)]).dropna()
-                gap[f"AKPERL − control {label}"] = format_mean_ci(*mean_ci(diff.to_numpy()), 2)
-            gaps.append(gap | {"seeds": len(part)})
-    return pd.DataFrame(gaps)
-
-
-def stream_summary(stream: pd.DataFrame) -> pd.DataFrame:
-    """Per method: stream means of top-1, latency, modelled power and sparsity, mean ± CI over seeds."""
-    metrics = ["top1", "latency_ms", "power_mw_modelled", "sparsity_pct"]
-    per_seed = stream.groupby(["method", "seed"], as_index=False)[metrics].mean()
-    return format_summary(summarise(per_seed, ["method"], metrics), metrics, digits=2)
-
-
-def controller_accuracy(stream: pd.DataFrame) -> pd.DataFrame:
-    """How often the controller identified each condition correctly (share of batches)."""
-    dyn = stream[stream.method == "akperl_dynamic"]
-    return pd.crosstab(dyn.condition, dyn.identified, normalize="index").round(2)
-
-
-def plot_convergence(episodes: pd.DataFrame) -> plt.Figure:
-    """Episode reward R (rolling mean) and greedy Q of the probe states against environment steps."""
-    fig, (ax_r, ax_q) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for (label, seed), group in episodes.groupby(["label", "seed"]):
-        if label.startswith("grid"):
-            continue
-        window = max(3, len(group) // 10)
-        ax_r.plot(group.step, group.R.rolling(window, min_periods=1).mean(), label=f"{label} s{seed}")
-        ax_q.plot(group.step, group.q_max, label=f"{label} s{seed}")
-    ax_r.set(xlabel="environment steps", ylabel="episode R (rolling mean)")
-    ax_q.set(xlabel="environment steps", ylabel="mean max Q of probe states")
-    ax_r.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_policies(policies: pd.DataFrame, units: pd.DataFrame, label: str = "akperl") -> plt.Figure:
-    """Pruning level per unit (columns) and condition (rows) of every seed's greedy policy."""
-    chosen = policies[policies.label == label]
-    seeds = sorted(chosen.seed.unique())
-    fig, axes = plt.subplots(len(seeds), 1, figsize=(10, 2.0 + 1.1 * len(seeds)), squeeze=False, sharex=True)
-    for ax, seed in zip(axes[:, 0], seeds):
-        rows = chosen[chosen.seed == seed]
-        grid = np.array([[LEVELS[int(v)] * 100 for v in str(lv).strip("()").split(",") if v.strip()] for lv in rows.levels])
-        im = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
-        ax.set_yticks(range(len(rows)), rows.condition, fontsize=7)
-        ax.set_ylabel(f"seed {seed}", fontsize=8)
-    axes[-1, 0].set_xticks(range(len(units)), units.name, rotation=90, fontsize=6)
-    fig.colorbar(im, ax=axes[:, 0].tolist(), label="pruned % (100 = block removed)")
-    return fig
-
-
-def plot_stream(stream: pd.DataFrame, seed: int | None = None) -> plt.Figure:
-    """Accuracy, measured latency, modelled power and sparsity per batch of one seed's stream, every arm on one
-    time axis (the bank's networks through ``best_static`` and ``oracle``), condition segments shaded, and the
-    batches where the controller switched network marked (dotted)."""
-    seed = stream.seed.min() if seed is None else seed
-    one = stream[(stream.seed == seed) & ~stream.method.str.startswith("bank:")]  # the bank is in best_static / oracle
-    metrics = [("top1", "top-1 %"), ("latency_ms", "latency ms (measured)"), ("power_mw_modelled", "power mW (modelled)"),
-               ("sparsity_pct", "sparsity %")]  # fmt: skip
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 8), sharex=True)
-    segments = one[one.method == one.method.iloc[0]].groupby("segment").agg(
-        start=("batch", "min"), end=("batch", "max"), condition=("condition", "first")
-    )
-    dynamic = one[one.method == "akperl_dynamic"].sort_values("batch")
-    switches = dynamic.batch[dynamic.network != dynamic.network.shift()].iloc[1:]
-    for ax, (col, label) in zip(axes, metrics):
-        for i, (start, end) in enumerate(zip(segments.start, segments.end)):
-            ax.axvspan(start - 0.5, end + 0.5, color="0.92" if i % 2 else "white", zorder=0)
-        for method, group in one.groupby("method"):
-            ax.plot(group.batch, group[col], marker=".", label=method)
-        for batch in switches:
-            ax.axvline(batch - 0.5, color="black", ls=":", lw=0.8)
-        ax.set_ylabel(label, fontsize=8)
-    for start, end, condition in zip(segments.start, segments.end, segments.condition):
-        axes[0].text((start + end) / 2, 1.0, condition, ha="center", va="bottom", fontsize=7,
-                     transform=axes[0].get_xaxis_transform())  # fmt: skip
-    axes[-1].set_xlabel("stream batch (dotted: the controller switched network before that batch)")
-    axes[0].legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    return fig
-
-
-def save_figure(fig: plt.Figure, paths: ResultPaths, name: str) -> Path:
-    folder = paths.figures(STAGE)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path

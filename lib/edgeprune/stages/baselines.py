@@ -22,7 +22,7 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from edgeprune import measure, prune, results
+from edgeprune import harness, masks, measure, prune, results
 from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.config import Params
 from edgeprune.data import load_prepared
@@ -52,7 +52,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
     device = resolve_device(params.device)
     data = load_prepared(paths.prepared)
     recovery = Recovery(params.finetune, data.train, device=device)
-    test = data.test.subset(cfg.eval_images, seed=0)
+    test = data.test.subset(cfg.eval_images, seed=params.data.split_seed)
     calib_x = data.train.subset(cfg.calib_images, seed=0).x
     pruned_cache: dict[tuple, tuple[nn.Module, prune.PruneReport | None] | None] = {}
     latency_cache: dict[tuple, dict] = {}
@@ -80,9 +80,9 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
             for budget in budgets:
                 model = copy.deepcopy(template)
                 if budget is not None:
-                    model = prune.bake_masks(recovery.recover(model, seed=seed, budget=budget, teacher=dense))
+                    model = masks.bake_masks(recovery.recover(model, seed=seed, budget=budget, teacher=dense))
                 arch = measure.architecture_key(model)
-                row = measure.report(
+                row = harness.report(
                     model.eval(),
                     test.x,
                     test.y,

@@ -13,23 +13,19 @@ For every model a method stage kept (``results/<stage>/<model>/models/<method>-<
 4. a JSON written by ``python -m edgeprune.device run`` on a real board and committed under
    ``results/device/measured/`` replaces the modelled row of its model, device and precision:
    ``measured on jetson-nano 10W`` when a meter ran, ``latency measured on rpi4, power
-   modelled: rpi4`` when the board had none.
+   modelled: rpi4`` when the board had none (:mod:`edgeprune.power.ingest`).
 
-Outputs under ``results/device/``: ``power.csv`` (:data:`COLUMNS`), ``summary.json`` (dvc
-metrics), ``ingest.json`` (which measured JSONs were used, which ignored and why, and the host's
-meter) and ``export/``: ``<model>/<stage>/<method>-<setting>/{fp32,int8-qnnpack}.pt`` with their
-JSON sidecars, listed in ``export/manifest.json`` (always written; empty with ``export: false``).
+Outputs under ``results/device/`` (``power.csv``, ``summary.json``, ``ingest.json`` and
+``export/``), described and read back by :mod:`edgeprune.power.outputs`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,16 +35,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from edgeprune import measure, results
+from edgeprune import harness, results
 from edgeprune.data import load_prepared, normalize
 from edgeprune.device import export_model, load_exported, meter_inference
 from edgeprune.io import atomic_write, load_module, write_json_atomic
 from edgeprune.paths import ResultPaths
+from edgeprune.power.ingest import KeptModel, ingest_measured, measured_dir, merge, power_row
 from edgeprune.power.meters import Meter, best_meter
-from edgeprune.power.params import STAGE, DevicePowerParams
+from edgeprune.power.outputs import (
+    COLUMNS, HOST, KEY, energy_latency_figure, load, out_dir, paper_view, read_power, summary_metrics,
+)  # fmt: skip
+from edgeprune.power.params import DevicePowerParams
 from edgeprune.counting import LayerCost, layer_costs
 from edgeprune.power.model import estimate
-from edgeprune.power.profiles import DeviceProfile, available_profiles, load_profile
+from edgeprune.power.profiles import DeviceProfile, load_profile
 from edgeprune.quant import quantize_int8
 from edgeprune.timing import quantized_engine
 from edgeprune.train import set_threads
@@ -56,31 +56,20 @@ from edgeprune.train import set_threads
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
-HOST = "host"
+# The read side (power.csv, the paper's view, the figure) lives in edgeprune.power.outputs and the
+# ingestion of measured JSONs in edgeprune.power.ingest; re-exported for the notebook and the tests.
+__all__ = [
+    "discover", "models_dir", "run",
+    "KeptModel", "energy_latency_figure", "ingest_measured", "load", "measured_dir", "out_dir", "paper_view",
+    "read_power",
+]  # fmt: skip
+
 ARM_ENGINE = "qnnpack"
-KEY = ("model", "stage", "method", "setting", "device", "precision", "processor")
-COLUMNS = (*KEY, "latency_ms", "energy_mj", "power_mw", "source", "macs", "extra")
 _EXPORT_TAGS = {"fp32": "fp32", "int8": f"int8-{ARM_ENGINE}"}
 _HOST_LATENCY = {"fp32": "latency_b1_ms", "int8": "int8_latency_b1_ms"}
 
 
 # --------------------------------------------------------------------------- what is costed
-
-
-@dataclass(frozen=True)
-class KeptModel:
-    """A model a method stage kept for the devices, named by its file ``<method>-<setting>.pt``."""
-
-    model: str
-    stage: str
-    method: str
-    setting: str
-    path: Path
-
-    @property
-    def name(self) -> str:
-        """The export's name, which a device's result JSON carries back."""
-        return f"{self.model}/{self.stage}/{self.method}-{self.setting}"
 
 
 def models_dir(paths: ResultPaths, stage: str, model: str) -> Path:
@@ -110,12 +99,7 @@ def discover(paths: ResultPaths, stages: Sequence[str], models: Sequence[str]) -
 
 
 def export_dir(paths: ResultPaths, item: KeptModel) -> Path:
-    return paths.root / STAGE / "export" / item.model / item.stage / f"{item.method}-{item.setting}"
-
-
-def measured_dir(paths: ResultPaths) -> Path:
-    """Where result JSONs of real device runs are committed (see its README.md)."""
-    return paths.root / STAGE / "measured"
+    return out_dir(paths) / "export" / item.model / item.stage / f"{item.method}-{item.setting}"
 
 
 # --------------------------------------------------------------------------- one kept model
@@ -188,13 +172,6 @@ def export_all(costed: _Costed, out: Path, precisions: Iterable[str]) -> list[Pa
         torch.backends.quantized.engine = engine
 
 
-def _row(item: KeptModel, device: str, precision: str, processor: str, *, latency_ms: float, energy_mj: float | None,
-         power_mw: float | None, source: str, macs: int, **extra: Any) -> dict[str, Any]:  # fmt: skip
-    return {"model": item.model, "stage": item.stage, "method": item.method, "setting": item.setting, "device": device,
-            "precision": precision, "processor": processor, "latency_ms": latency_ms, "energy_mj": energy_mj,
-            "power_mw": power_mw, "source": source, "macs": macs, "extra": extra}  # fmt: skip
-
-
 def modelled_rows(costed: _Costed, profiles: Sequence[DeviceProfile], precisions: Sequence[str]) -> list[dict[str, Any]]:
     """One row per profile x precision the profile defines: everything modelled."""
     rows = []
@@ -203,10 +180,10 @@ def modelled_rows(costed: _Costed, profiles: Sequence[DeviceProfile], precisions
             if precision not in profile.precisions:
                 continue
             est = estimate(costed.costs, profile, precision=precision)
-            rows.append(_row(costed.item, profile.name, precision, profile.precisions[precision].processor,
-                             latency_ms=est.latency_s * 1e3, energy_mj=est.energy_j * 1e3,
-                             power_mw=est.mean_power_w * 1e3, source=est.source, macs=costed.macs,
-                             clamped_to_max_power=est.clamped))  # fmt: skip
+            rows.append(power_row(costed.item, profile.name, precision, profile.precisions[precision].processor,
+                                  latency_ms=est.latency_s * 1e3, energy_mj=est.energy_j * 1e3,
+                                  power_mw=est.mean_power_w * 1e3, source=est.source, macs=costed.macs,
+                                  clamped_to_max_power=est.clamped))  # fmt: skip
     return rows
 
 
@@ -241,9 +218,9 @@ def host_rows(costed: _Costed, table: pd.DataFrame | None, precisions: Sequence[
     for precision in [p for p in precisions if p in _HOST_LATENCY]:
         found = table_latency(table, costed.item, precision)
         if found is None:
-            stats = measure.measure_latency(costed.runnable(precision), shape[1:], 1, warmup=cfg.host_warmup,
+            stats = harness.measure_latency(costed.runnable(precision), shape[1:], 1, warmup=cfg.host_warmup,
                                             repeats=cfg.host_repeats, threads=threads)  # fmt: skip
-            found = stats["median_ms"], {"latency_from": "timed by this stage (measure.measure_latency)",
+            found = stats["median_ms"], {"latency_from": "timed by this stage (harness.measure_latency)",
                                          "threads": stats["threads"], "cpu": stats["cpu"],
                                          "cpu_load_1min": stats["load_1min"]}  # fmt: skip
         latency_ms, extra = found
@@ -256,110 +233,12 @@ def host_rows(costed: _Costed, table: pd.DataFrame | None, precisions: Sequence[
         else:
             est = estimate(costed.costs, host_profile, precision=precision, latency_s=latency_ms / 1e3)
             energy_mj, power_mw, source = est.energy_j * 1e3, est.mean_power_w * 1e3, est.source
-        rows.append(_row(costed.item, HOST, precision, "cpu", latency_ms=latency_ms, energy_mj=energy_mj,
-                         power_mw=power_mw, source=source, macs=costed.macs, **extra))  # fmt: skip
+        rows.append(power_row(costed.item, HOST, precision, "cpu", latency_ms=latency_ms, energy_mj=energy_mj,
+                              power_mw=power_mw, source=source, macs=costed.macs, **extra))  # fmt: skip
     return rows
 
 
-# --------------------------------------------------------------------------- measured on a device
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One result JSON of ``python -m edgeprune.device run``."""
-
-    file: Path
-    name: str
-    device: str
-    label: str
-    precision: str
-    latency_ms: float
-    energy_mj: float | None
-    power_mw: float | None
-    metered: bool
-    source: str
-    macs: int
-
-    @property
-    def processor(self) -> str:
-        """The runner puts only ``--cuda-half`` (fp16) on a GPU; everything else runs on the CPU."""
-        return "gpu" if self.precision == "fp16" else "cpu"
-
-
-def read_measurement(path: Path) -> Measurement:
-    """Parse a device result JSON; a missing field is a ``KeyError`` naming the file."""
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"measured result {path} is not valid JSON: {err}") from None
-    try:
-        dev = raw["device"]
-        mode = dev["power_mode"]
-        label = dev["name"] if mode is None else f"{dev['name']} {mode['label']}"
-        metered = "meter" in raw and raw["energy_per_image_mj"] is not None
-        return Measurement(
-            file=path, name=raw["model"], device=label.lower().replace(" ", "-"), label=label,
-            precision=raw["precision"], latency_ms=float(raw["latency_ms"]["median"]),
-            energy_mj=raw["energy_per_image_mj"] if metered else None,
-            power_mw=raw["mean_power_mw"] if metered else None,
-            metered=metered, source=raw["source"], macs=int(raw["export"]["macs"]),
-        )  # fmt: skip
-    except (KeyError, TypeError) as err:
-        raise KeyError(f"measured result {path} lacks {err} (write it with `python -m edgeprune.device run`)") from None
-
-
-def measured_row(m: Measurement, costed: _Costed) -> dict[str, Any]:
-    """The row a measurement gives: metered energy, else power modelled from its latency where a profile exists."""
-    extra: dict[str, Any] = {"measured_json": m.file.name, "runner_source": m.source}
-    if m.metered:
-        energy, power, source = m.energy_mj, m.power_mw, m.source
-    elif m.device in available_profiles() and m.precision in load_profile(m.device).precisions:
-        est = estimate(costed.costs, m.device, precision=m.precision, latency_s=m.latency_ms / 1e3)
-        energy, power = est.energy_j * 1e3, est.mean_power_w * 1e3
-        source = f"latency measured on {m.label}, power modelled: {m.device}"
-    else:
-        energy, power, source = None, None, f"latency measured on {m.label}, power not metered"
-    return _row(costed.item, m.device, m.precision, m.processor, latency_ms=m.latency_ms, energy_mj=energy,
-                power_mw=power, source=source, macs=costed.macs, **extra)  # fmt: skip
-
-
-def ingest_measured(folder: Path, costed: dict[str, _Costed]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Rows of every usable JSON in ``folder``; the others with the reason they were ignored.
-
-    A JSON is ignored (with a warning) when no kept model has its name, or when its export's MACs
-    differ from the kept model's: it measured another architecture. Two JSONs for the same
-    model, device and precision are an error: keep one.
-    """
-    rows, ignored, seen = [], {}, {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        m = read_measurement(path)
-        if m.name not in costed:
-            ignored[path.name] = f"no kept model named {m.name!r} in this run's stages and models"
-        elif m.macs != costed[m.name].macs:
-            ignored[path.name] = f"its export has {m.macs} MACs, {m.name} now has {costed[m.name].macs}: re-run the device"
-        else:
-            key = (m.name, m.device, m.precision, m.processor)
-            if key in seen:
-                raise ValueError(f"{seen[key]} and {path.name} both measure {m.name} {m.precision} on {m.label}: keep one")
-            seen[key] = path.name
-            rows.append(measured_row(m, costed[m.name]))
-    for name, reason in ignored.items():
-        warnings.warn(f"{folder / name} ignored: {reason}", stacklevel=2)
-    return rows, ignored
-
-
-def merge(modelled: list[dict[str, Any]], measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``modelled`` with every row that a measured row has the key of replaced by it."""
-    by_key = {tuple(r[k] for k in KEY): r for r in modelled}
-    by_key.update({tuple(r[k] for k in KEY): r for r in measured})
-    return list(by_key.values())
-
-
 # --------------------------------------------------------------------------- the stage
-
-
-def out_dir(paths: ResultPaths) -> Path:
-    return paths.root / STAGE
 
 
 @contextmanager
@@ -423,101 +302,7 @@ def _plain(value: Any) -> Any:
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a DataFrame in :data:`COLUMNS` order, ``extra`` as a JSON string, sorted by key."""
+    """Rows as a DataFrame in :data:`~edgeprune.power.outputs.COLUMNS` order, ``extra`` as a JSON string, sorted by key."""
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["extra"] = [json.dumps(e, sort_keys=True, default=_plain) for e in frame["extra"]]
     return frame.sort_values(list(KEY), kind="stable", ignore_index=True)
-
-
-def read_power(paths: ResultPaths) -> pd.DataFrame:
-    """``power.csv`` as written by :func:`run`."""
-    path = out_dir(paths) / "power.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (has the 60_device_power stage run?)")
-    return pd.read_csv(path, dtype={"setting": str, "method": str})
-
-
-def evidence(source: str) -> str:
-    """``measured`` (energy metered), ``latency measured`` (power modelled) or ``modelled``."""
-    if source.startswith("measured"):
-        return "measured"
-    return "latency measured" if source.startswith("latency measured") else "modelled"
-
-
-def summary_metrics(table: pd.DataFrame, exports: int) -> dict[str, Any]:
-    """Counts, and per device and precision the span of energy per image over the kept models (dvc metrics)."""
-    kinds = table["source"].map(evidence).value_counts()
-    spans = {}
-    for (device, precision), group in table.groupby(["device", "precision"]):
-        energy = group["energy_mj"].dropna()
-        spans[f"{device}/{precision}"] = {
-            "latency_ms_min": round(group["latency_ms"].min(), 4), "latency_ms_max": round(group["latency_ms"].max(), 4),
-            **({"energy_mj_min": round(energy.min(), 4), "energy_mj_max": round(energy.max(), 4)} if len(energy) else {}),
-        }  # fmt: skip
-    return {
-        "rows": len(table), "kept_models": int(table[["model", "stage", "method", "setting"]].drop_duplicates().shape[0]),
-        "exports": exports, "rows_measured": int(kinds.get("measured", 0)),
-        "rows_latency_measured": int(kinds.get("latency measured", 0)), "rows_modelled": int(kinds.get("modelled", 0)),
-        **spans,
-    }  # fmt: skip
-
-
-# --------------------------------------------------------------------------- notebook views
-
-
-def _device_order(devices: Iterable[str]) -> list[str]:
-    return sorted(set(devices), key=lambda d: (not d.startswith(HOST), d))
-
-
-def paper_view(table: pd.DataFrame, precision: str = "fp32") -> pd.DataFrame:
-    """AKPERL Table 1's hardware columns: per kept model and device, latency (ms), mean power (mW)
-    and whether the row is ``measured``, ``latency measured`` (power modelled) or ``modelled``.
-
-    A device measured on another processor than its profile models (a Jetson fp32 run on the
-    CPU) gets a column of its own, ``device (processor)``.
-    """
-    sub = table[table["precision"] == precision].copy()
-    several = sub.groupby("device")["processor"].transform("nunique") > 1
-    sub["device"] = sub["device"].where(~several, sub["device"] + " (" + sub["processor"] + ")")
-    sub["evidence"] = sub["source"].map(evidence)
-    quantities = ["latency_ms", "power_mw", "evidence"]
-    wide = sub.pivot_table(index=["model", "stage", "method", "setting"], columns="device", values=quantities,
-                           aggfunc="first")  # fmt: skip
-    columns = pd.MultiIndex.from_product([_device_order(sub["device"]), quantities])
-    return wide.swaplevel(0, 1, axis=1).reindex(columns=columns)
-
-
-def energy_latency_figure(table: pd.DataFrame):
-    """Energy per image against latency, one panel per device: marker shape per method, colour per
-    precision, filled = measured, half-filled = latency measured and power modelled, hollow = modelled."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    devices = _device_order(table["device"])
-    methods = sorted(table["method"].unique())
-    precisions = sorted(table["precision"].unique())
-    shapes = dict(zip(methods, itertools.cycle("osD^vP*Xph<>")))
-    colours = {p: f"C{i}" for i, p in enumerate(precisions)}
-    fills = {"measured": "full", "latency measured": "left", "modelled": "none"}
-    fig, axes = plt.subplots(1, len(devices), figsize=(3.6 * len(devices), 3.6), squeeze=False)
-    for ax, device in zip(axes[0], devices):
-        sub = table[(table["device"] == device) & table["energy_mj"].notna()]
-        for _, r in sub.iterrows():
-            ax.plot(r["latency_ms"], r["energy_mj"], marker=shapes[r["method"]], color=colours[r["precision"]],
-                    fillstyle=fills[evidence(r["source"])], markersize=7, linestyle="none")  # fmt: skip
-        kinds = sorted(set(sub["source"].map(evidence)))
-        ax.set_title(f"{device}\n({', '.join(kinds)})", fontsize=9)
-        ax.set_xlabel("latency, batch 1 (ms)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("energy per image (mJ)")
-    handles = [Line2D([], [], marker=shapes[m], color="grey", linestyle="none", label=m) for m in methods]
-    handles += [Line2D([], [], marker="o", color=colours[p], linestyle="none", label=p) for p in precisions]
-    handles += [Line2D([], [], marker="o", color="black", fillstyle=f, linestyle="none", label=k) for k, f in fills.items()]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 8), fontsize=8, bbox_to_anchor=(0.5, 1.0))
-    modelled = sorted(table.loc[table["source"].map(evidence) == "modelled", "device"].unique())
-    partly = sorted(table.loc[table["source"].map(evidence) == "latency measured", "device"].unique())
-    fig.text(0.5, 0.0, f"Modelled (edgeprune.power.model, hollow): {', '.join(modelled) or 'none'}. "
-             f"Latency measured, power modelled (half-filled): {', '.join(partly) or 'none'}. Filled: metered.",
-             ha="center", va="bottom", fontsize=8, wrap=True)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.06, 1, 0.9))
-    return fig

@@ -17,32 +17,33 @@ For one model and every seed of ``params.qsa.seeds``:
 The dense model of seed ``s`` is used when dense training ran that seed, else the
 first dense seed (the quick profile trains one dense model and varies the cheaper
 QSA stage over seeds: QSA initialisation, calibration, fine-tuning and stream).
+Outputs: ``results/qsa/<model>/``, read back by :mod:`edgeprune.qsa.outputs`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from edgeprune import measure, prune, results
+from edgeprune import harness, prune, results
 from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.data import PreparedData, Split, apply_condition, load_prepared
 from edgeprune.io import save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
-from edgeprune.qsa.controller import Deployment, DriftController, make_stream
+from edgeprune.qsa.controller import Deployment, DriftController, make_image_stream
 from edgeprune.qsa.cycle import QSAPruner, QSASettings, recover_on_buffer
 from edgeprune.qsa.masks import Compression, int8_size_estimate
+from edgeprune.qsa.outputs import (
+    STAGE, ablation, best_within, comparison, compression_figure, load, out_dir, setting, stream_figure,
+)  # fmt: skip
 from edgeprune.qsa.threshold import CompressionCurve, ThresholdSearch
 from edgeprune.quant import quantize_int8
 from edgeprune.recover.protocol import Recovery
@@ -53,18 +54,16 @@ from edgeprune.train import set_threads
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
+# The read side (outputs, tables, figures) lives in edgeprune.qsa.outputs; re-exported for the notebook.
+__all__ = [
+    "bank_networks", "run",
+    "ablation", "best_within", "comparison", "compression_figure", "load", "setting", "stream_figure",
+]  # fmt: skip
+
 TRIGGER_COLUMNS = [
     "seed", "arm", "batch", "condition", "reason", "signal", "reference", "seconds", "buffer_images", "labelled_images",
     "accepted",
 ]  # fmt: skip
-
-
-def stage_dir(paths: ResultPaths, model_name: str) -> Path:
-    return paths.root / "qsa" / model_name
-
-
-def setting(target: float) -> str:
-    return f"c{target:g}x"
 
 
 def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
@@ -80,8 +79,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"seeds": {}}
     for seed in tqdm(params.qsa.seeds, desc=f"qsa {model_name}", mininterval=5):
         summary["seeds"][str(seed)] = _run_seed(context, seed, outputs)
-    out = stage_dir(paths, model_name)
-    rows_path = paths.method_rows("qsa", model_name)
+    out = out_dir(paths, model_name)
+    rows_path = paths.method_rows(STAGE, model_name)
     rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
     results.append_rows(rows_path, outputs["rows"])
     write_csv_atomic(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
@@ -134,7 +133,7 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
         return ctx.recovery.recover(copy.deepcopy(pruned), seed=seed, budget=budget, teacher=dense)
 
     def report(model: nn.Module, method: str, name: str, budget: int | None = None, **kw: Any) -> dict[str, Any]:
-        row = measure.report(
+        row = harness.report(
             model, test.x, test.y, method=method, setting=name, seed=seed, calib_x=calib.x, **kw, **measure_kwargs
         )
         row["extra"] = {"dense_seed": dense_seed, **(row["extra"] or {})}
@@ -185,7 +184,7 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
             _add_compression(report(model, "qsa", setting(target), budget, pruning=prune_report, extra=found), fp32_bytes)
         model = networks[0]  # the primary budget's network serves the stream and the export
         if seed == q.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
-            save_module(model, stage_dir(ctx.paths, ctx.model_name) / "models" / f"qsa-{setting(target)}.pt")
+            save_module(model, out_dir(ctx.paths, ctx.model_name) / "models" / f"qsa-{setting(target)}.pt")
         summary[setting(target)] = {**found, "kept_channels": _kept_channels(model, pruner.layers)}
         streamed = target == q.controller.compression
         if streamed:
@@ -271,7 +270,7 @@ def _stream(
     """
     c = params.qsa.controller
     calib_x = calib.x
-    stream = make_stream(
+    stream = make_image_stream(
         pool.x, pool.y, c.conditions, batches_per_condition=c.batches_per_condition, batch_size=c.batch_size,
         severity=params.shift.severity, seed=seed,
     )  # fmt: skip
@@ -331,93 +330,3 @@ def bank_networks(
         shifted = apply_condition(calib.x, condition, severity, seed=seed * 1000 + 500 + i)
         bank[f"bank:qsa@{condition}"] = pruner.cycle(shifted, calib.y, **cycle).model
     return bank
-
-
-# --------------------------------------------------------------------------- notebook views
-
-
-def load(paths: ResultPaths, model_name: str) -> dict[str, Any]:
-    """The stage's outputs as DataFrames (results at the primary budget, all_budgets, candidates, stream,
-    triggers) and the summary."""
-    out = stage_dir(paths, model_name)
-    table = results.read_table(paths.method_rows("qsa", model_name))
-    table = table.join(pd.json_normalize(table["extra"].map(json.loads)).set_index(table.index))
-    return {
-        "results": results.at_budget(table),  # the primary recovery budget
-        "all_budgets": table,
-        "candidates": pd.read_csv(out / "candidates.csv"),
-        "stream": pd.read_csv(out / "stream.csv"),
-        "triggers": pd.read_csv(out / "triggers.csv"),
-        "summary": json.loads((out / "summary.json").read_text()),
-    }
-
-
-def comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method and setting: int8 compression and top-1, mean ± std over seeds, and the drop vs dense fp32."""
-    dense = table[table.method == "none"].set_index("seed")["top1"]
-    table = table.assign(drop=table.seed.map(dense) - table.int8_top1)
-    grouped = table.groupby(["setting", "method"])
-    return grouped.agg(
-        compression=("compression_int8", "mean"),
-        int8_top1=("int8_top1", "mean"),
-        int8_top1_std=("int8_top1", "std"),
-        drop=("drop", "mean"),
-        seeds=("seed", "nunique"),
-    ).round(3)
-
-
-def best_within(table: pd.DataFrame, max_drop: float = 1.0) -> pd.DataFrame:
-    """Per method, the highest measured compression whose mean int8 top-1 is within ``max_drop``
-    points of the dense fp32 model (the sweep's resolution is the ``compressions`` list)."""
-    summary = comparison(table).reset_index()
-    ok = summary[summary["drop"] <= max_drop]
-    best = ok.loc[ok.groupby("method")["compression"].idxmax()] if len(ok) else ok
-    return best.set_index("method")[["setting", "compression", "int8_top1", "drop", "seeds"]]
-
-
-def ablation(table: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Quantization only (dense int8), sparsity only (QSA fp32) and both (QSA int8) at ``target``."""
-    dense = table[table.method == "none"]
-    qsa = table[(table.method == "qsa") & (table.setting == setting(target))]
-    parts = {
-        "quantization only": (dense.compression_int8, dense.int8_top1),
-        "sparsity only": (qsa.compression_fp32, qsa.top1),
-        "both": (qsa.compression_int8, qsa.int8_top1),
-        "neither (dense fp32)": (dense.compression_fp32, dense.top1),
-    }
-    rows = {name: {"compression": c.mean(), "top1": a.mean(), "top1_std": a.std(), "seeds": len(a)} for name, (c, a) in parts.items()}
-    return pd.DataFrame(rows).T.round(3)
-
-
-def compression_figure(table: pd.DataFrame) -> plt.Figure:
-    """int8 top-1 against compression, one marker per seed, per method."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for method, part in table.groupby("method"):
-        agg = part.groupby("setting").agg(c=("compression_int8", "mean"), a=("int8_top1", "mean"), s=("int8_top1", "std"))
-        agg = agg.sort_values("c")
-        ax.errorbar(agg.c, agg.a, yerr=agg.s.fillna(0), marker="o", capsize=3, label=method)
-    ax.set(xlabel="compression (fp32 dense bytes / int8 bytes)", ylabel="int8 top-1 (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def stream_figure(stream: pd.DataFrame, triggers: pd.DataFrame, seed: int) -> plt.Figure:
-    """Top-1 per stream batch for every arm, condition segments shaded, re-prunes marked."""
-    part = stream[(stream.seed == seed) & ~stream.arm.str.startswith("bank:")]  # the bank is in best_static / oracle
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    first = part[part.arm == part.arm.iloc[0]]
-    segments = (first.condition != first.condition.shift()).cumsum()
-    for i, (_, seg) in enumerate(first.groupby(segments)):
-        ax.axvspan(seg.batch.min() - 0.5, seg.batch.max() + 0.5, color="0.92" if i % 2 else "white")
-        label = seg.condition.iloc[0]
-        ax.text(seg.batch.mean(), 1.0, label, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
-    for arm, rows in part.groupby("arm", sort=False):
-        line = ax.plot(rows.batch, rows.top1, marker=".", label=arm)[0]
-        fired = triggers[(triggers.seed == seed) & (triggers.arm == arm)]
-        for batch, accepted in zip(fired.batch, fired.accepted.astype(bool)):
-            ax.axvline(batch + 0.5, color=line.get_color(), ls="--" if accepted else ":", lw=0.8)
-    ax.set(xlabel="stream batch (re-prune after that batch: dashed deployed, dotted rejected)", ylabel="top-1 (%)")
-    ax.legend(fontsize=7, ncols=2)
-    fig.tight_layout()
-    return fig

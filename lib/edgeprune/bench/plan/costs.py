@@ -119,7 +119,7 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
 
     from edgeprune import fakequant, prune
     from edgeprune.data import normalize
-    from edgeprune.measure import measure_latency
+    from edgeprune.harness import measure_latency
     from edgeprune.models import create_model
     from edgeprune.quant import quantize_int8
     from edgeprune.train import FitConfig, evaluate

@@ -28,7 +28,7 @@ TRAIN_BATCH = 128
 SMALL_BATCH = 32
 EVAL_BATCH = 128
 INT8_CALIB_BATCH = 64  # edgeprune.quant.quantize_int8 calibrates in batches of 64
-LATENCY_BATCH = 64  # edgeprune.measure.LATENCY_BATCH_SIZES = (1, 64)
+LATENCY_BATCH = 64  # edgeprune.harness.LATENCY_BATCH_SIZES = (1, 64)
 KL_BINS = 2048  # edgeprune.fakequant.KL_BINS: the histogram of a recovery's KL calibration
 DECODE_SAMPLE = 256  # archive members read and decoded to time the data stage
 
@@ -173,7 +173,7 @@ def _recover(w: Work, params: Params, budget: int, train_images: int, kind: str 
 
 def _report(w: Work, n_eval: int, *, conditions: int = 0, int8: bool = False, calib: int = 0,
             latency: tuple[int, int] | None = None) -> None:  # fmt: skip
-    """One :func:`edgeprune.measure.report` row: top-1 clean and under ``conditions`` shift conditions,
+    """One :func:`edgeprune.harness.report` row: top-1 clean and under ``conditions`` shift conditions,
     an int8 copy calibrated on ``calib`` images and its top-1, and latency (warm-up, repeats) if asked."""
     w.rows += 1
     w.eval_images += n_eval * (1 + conditions)
@@ -320,7 +320,7 @@ def _akperl_model(ctx: Context, units: int) -> tuple[Work, list[int]]:
     """One model's AKPERL work (see :func:`akperl_stage`) and its recoveries' steps."""
     p, a, sizes = ctx.params, ctx.params.akperl, ctx.sizes
     conditions = len(a.conditions or p.shift.conditions)
-    n_test = _n(a.test_images, sizes.test)
+    n_test = _n(a.eval_images, sizes.test)
     accuracy_images = min(a.calib_images, sizes.train) + _n(a.val_images, sizes.val)
     n_ablation = len(a.ablation_seeds or a.seeds) * len(a.ablations)
     w, steps = Work(data_loads=1), []

@@ -1,0 +1,112 @@
+"""What every PPO seed on one dense model shares: weights, Taylor groups, the search cache, the static choice.
+
+Built once per dense model by the 50_ppo_prune_quant stage (:mod:`edgeprune.stages.ppo`); its
+:attr:`DenseContext.fingerprint` keys the stage's per-seed checkpoints, so a checkpoint made with
+other params, weights or code is never resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeprune.checkpoints import load_dense
+from edgeprune.data import PreparedData
+from edgeprune.envs.prune_quant import Episode, density_reward
+from edgeprune.paths import ResultPaths
+from edgeprune.placement import resolve_device
+from edgeprune.ppo.agent import select_policy
+from edgeprune.ppo.pruning import taylor_groups
+from edgeprune.ppo.search import CompressionSearch, Outcome
+from edgeprune.recover.protocol import Recovery
+from edgeprune.train import evaluate
+
+if TYPE_CHECKING:
+    from edgeprune.config import Params
+
+__all__ = ["STATIC_BITS", "DenseContext"]
+
+STATIC_BITS = 8
+"""The static baseline's bit-width: one prune rate everywhere, every layer at 8 bits."""
+
+
+class DenseContext:
+    """What every seed of one dense model shares: weights, Taylor groups, search cache, static choice."""
+
+    def __init__(self, params: Params, paths: ResultPaths, data: PreparedData, model_name: str, dense_seed: int):
+        cfg, device = params.ppo, resolve_device(params.device)
+        self.model_name, self.dense_seed = model_name, dense_seed
+        self.final = load_dense(paths, model_name, dense_seed, "model")
+        self.rewind = load_dense(paths, model_name, dense_seed, "rewind")
+        taylor = data.train.subset(cfg.taylor_images, seed=0)
+        self.calib = data.train.subset(cfg.calib_images, seed=1)
+        self.recovery = Recovery(params.finetune, data.train, device=device)
+        val, unseen = data.val.split(cfg.search_val_images, seed=0)
+        if len(unseen) == 0:
+            raise ValueError(
+                f"ppo.search_val_images ({cfg.search_val_images}) takes all {len(data.val)} validation images: "
+                "none are left to re-score the finalists"
+            )
+        self.select = unseen.subset(cfg.select_val_images, seed=0)
+        self.groups = taylor_groups(self.final, taylor.x, taylor.y)
+        self.search = CompressionSearch(
+            self.final, self.groups, self.calib.x, val.x, val.y,
+            round_to=cfg.round_to, kl_bins=cfg.kl_bins, kl_stride=cfg.search_kl_stride,
+            batch_size=cfg.batch_size, device=device,
+        )  # fmt: skip
+        dense_top1 = self.search.reference.top1
+        self.floor = cfg.accuracy_floor if cfg.accuracy_floor is not None else dense_top1 - cfg.max_accuracy_drop
+        if self.floor > dense_top1:
+            raise ValueError(
+                f"ppo.accuracy_floor {self.floor:.2f}% is above the dense {model_name} (seed {dense_seed}) "
+                f"top-1 {dense_top1:.2f}% on the search subset"
+            )
+        reference = self.search.reference
+        self.static_grid = []
+        for rate in cfg.prune_rates:
+            outcome = self.search.uniform(rate, STATIC_BITS)
+            self.static_grid.append(
+                Episode(
+                    (rate,) * len(self.groups), (STATIC_BITS,) * len(self.search.layers), outcome,
+                    density_reward(outcome, reference, self.floor, cfg.penalty), outcome.top1 >= self.floor,
+                )  # fmt: skip
+            )
+        self._rescored: dict[tuple, float] = {}
+        self.select_dense_top1 = self.search.dense_top1_on(self.select.x, self.select.y)
+        self.select_floor = (
+            cfg.accuracy_floor if cfg.accuracy_floor is not None else self.select_dense_top1 - cfg.max_accuracy_drop
+        )
+        self.static, self.static_finalists = select_policy(
+            self.static_grid, self.rescore, self.select_floor, finalists=len(self.static_grid)
+        )
+        self.test = data.test.subset(cfg.eval_images, seed=params.data.split_seed)
+        top1 = evaluate(self.final, self.test.x, self.test.y, batch_size=cfg.batch_size, device=device)
+        self.dense_test = Outcome(top1, reference.size_bytes, reference.params)
+        self.fingerprint = _fingerprint(params, paths, model_name, dense_seed)
+
+    def rescore(self, episode: Episode) -> float:
+        """Top-1 of an episode's compressed model on the selection images (unseen by the search),
+        once per configuration: the static grid and every seed's finalists often share one."""
+        key = (episode.rates, episode.bits)
+        if key not in self._rescored:
+            self._rescored[key] = self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
+        return self._rescored[key]
+
+
+def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int) -> str:
+    """Hash of everything a seed's record depends on: params, dense weights and this method's code
+    (so a checkpoint made by other code is never resumed)."""
+    keys = {name: getattr(params, name).model_dump() for name in ("ppo", "finetune", "shift")}
+    digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode())
+    for which in ("model", "rewind"):
+        digest.update((paths.dense(model_name, dense_seed) / f"{which}.pt").read_bytes())
+    package = Path(__file__).resolve().parents[1]
+    sources = [
+        *package.glob("ppo/*.py"), *package.glob("recover/*.py"), package / "envs" / "prune_quant.py",
+        package / "fakequant.py", package / "train.py", package / "stages" / "ppo.py",
+    ]  # fmt: skip
+    for source in sorted(sources):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
