@@ -169,7 +169,8 @@ def test_every_stage_recovers_through_the_one_protocol():
     assert trainers == {"recover/protocol.py", "stages/dense.py"}
     assert not _importers("edgeprune.train", "fine_tune")
     # BatchNorm re-estimation outside the protocol only where a search scores candidates it does not train
-    assert _importers("edgeprune.prune", "recalibrate_bn") <= {
+    # (bench/runtime re-estimates a random network's statistics to time it: no result comes of it)
+    assert {p for p in _importers("edgeprune.prune", "recalibrate_bn") if not p.startswith("bench/")} <= {
         "recover/protocol.py", "akperl/task.py", "ppo/search.py", "qsa/threshold.py",
     }  # fmt: skip
     for stage in ("baselines", "akperl", "qsa", "ppo"):
