@@ -31,9 +31,8 @@ from edgeprune.config import ParamsError, load_params
 from edgeprune.paths import from_root
 from edgeprune.timing import cpu_model
 from edgeprune.bench.plan.costs import Costs, ModelCosts, host_has_meter, measure_costs, seconds, stage_seconds
-from edgeprune.bench.plan.work import (
-    STAGES, Context, DataSizes, ModelFacts, StagePlan, Work, dataset_sizes, plan_stages, stage_models,
-)  # fmt: skip
+from edgeprune.bench.plan.pipeline import STAGES, plan_stages
+from edgeprune.bench.plan.work import Context, DataSizes, ModelFacts, StagePlan, Work, dataset_sizes, stage_models
 
 __all__ = [
     "STAGES", "Context", "Costs", "DataSizes", "ModelCosts", "ModelFacts", "StagePlan", "Work", "dataset_sizes",

@@ -1,0 +1,92 @@
+"""The PPO stage's work (50_ppo_prune_quant): search evaluations, retraining at every budget, measured rows."""
+
+from __future__ import annotations
+
+from edgeprune.checkpoints import dense_seed_for
+from edgeprune.bench.plan.rules import models_text, recover, report_row, seeds_text, shift_conditions, subset
+from edgeprune.bench.plan.work import Context, StagePlan, Work
+
+__all__ = ["ppo_stage"]
+
+# A-priori estimates (not measured, not fitted): Stable-Baselines3's own work per step, small next to
+# the pruning and evaluation it drives.
+PPO_STEP_S = 0.001  # Stable-Baselines3 PPO: one policy forward and rollout-buffer step (one layer of an episode)
+PPO_MINIBATCH_S = 0.004  # one PPO minibatch update (one episode's steps)
+
+
+def ppo_stage(ctx: Context) -> StagePlan:
+    """50_ppo_prune_quant, one item per model (``edgeprune.stages.ppo.run``).
+
+    Per dense model: Taylor scores on ``taylor_images`` (a forward and backward pass each), the
+    static grid (one uniform rate per prune rate, 8 bits), the selection and test references. Per
+    seed: ``episodes`` search evaluations and the greedy one, each counted as new (the oracle's cache
+    hits are not subtracted: an upper bound): the network pruned, BatchNorm re-estimated and every
+    layer's input histogrammed on ``calib_images``, a KL threshold per layer, top-1 of the
+    fake-quantized network on ``search_val_images``; ``finalists`` re-scored on the selection
+    images. Retraining: the policy fine-tuned at every budget and rewound once, quantization-aware
+    with ``ppo.qat`` (assumed: the policy keeps some layer below 8 bits); the static choice at
+    every budget only when the grid has no rate 0 (with rate 0 among them the static choice has
+    been "no pruning, 8 bits", which the protocol returns untouched). Rows: KL calibration,
+    simulated and float top-1 on the test images, int8 copy and latency of the primary budget's.
+    The random-search control (``ppo.controls``) repeats the search's evaluations and the
+    finalists with random configurations, and its pick is retrained and reported at every budget.
+    """
+    p, c, sizes = ctx.params, ctx.params.ppo, ctx.sizes
+    if c is None:
+        return StagePlan("ppo", 0, "no ppo section", {})
+    search_val = min(c.search_val_images, sizes.val)
+    n_select = subset(c.select_val_images, max(0, sizes.val - search_val))
+    n_test, calib = subset(c.eval_images, sizes.test), min(c.calib_images, sizes.train)
+    shifts = shift_conditions(p) if c.evaluate_shift else 0
+    budgets = len(p.finetune.budgets)
+    static_recovered = min(c.prune_rates) > 0
+    dense_seeds = {dense_seed_for(p, s) for s in c.seeds}
+    work = {}
+    for model in c.models:
+        layers = max(1, ctx.facts[model].layers)
+        w = Work(data_loads=1)
+        search = {"calib": calib, "kl_candidates": layers * c.kl_bins / c.search_kl_stride, "val": search_val}
+        for _d in dense_seeds:
+            w.train_images += min(c.taylor_images, sizes.train)
+            w.eval_images += search_val + n_select + n_test  # dense references: search, selection, test
+            for rate in c.prune_rates:
+                _ppo_evaluation(w, **search, pruned=rate > 0)
+            w.fakequant_images += len(c.prune_rates) * n_select  # the static finalists re-scored
+        controls = 1 if c.controls else 0  # the random-search control, as many configurations as the agent's
+        kind = "qat" if c.qat else "pruned"
+        for _seed in c.seeds:
+            for _ in range((1 + controls) * (c.episodes + 1)):  # the agent's episodes and greedy one; the control's
+                _ppo_evaluation(w, **search)
+            w.fixed_s += c.episodes * layers * PPO_STEP_S * (1 + controls) + c.episodes * c.n_epochs * PPO_MINIBATCH_S
+            w.fakequant_images += (1 + controls) * c.finalists * n_select
+            retrained = [(b, kind) for b in range(budgets)] + [(0, kind)]  # fine-tuned at every budget, rewound once
+            retrained += [(b, "pruned") for b in range(budgets)] if static_recovered else []
+            retrained += [(b, kind) for b in range(budgets)] * controls  # the control's pick, fine-tuned at every budget
+            for b, k in retrained:
+                w.prunes += 1
+                recover(w, p, b, sizes.train, k, layers=layers)
+            rows = [b == 0 for b in range(budgets)] * (2 + controls) + [False]  # ft, static, control; lth (no hardware)
+            for hardware in rows:  # the primary budget's rows measure int8 and latency of the float network
+                w.histogram_images += calib
+                w.kl_candidates += layers * c.kl_bins
+                w.fakequant_images += n_test * (1 + shifts)
+                report_row(w, n_test, int8=c.int8 and hardware, calib=calib,
+                        latency=(c.latency_warmup, c.latency_repeats) if c.latency and hardware else None)  # fmt: skip
+        work[model] = w
+    first = next(iter(work.values()), Work())
+    searches = 1 + (1 if c.controls else 0)
+    count = (f"{seeds_text(len(c.seeds))} x ({c.episodes} episodes + 1) x {searches} searches (agent"
+             f"{', random control' if c.controls else ''}) = {len(c.seeds) * (c.episodes + 1) * searches} evaluations; "
+             f"{first.recoveries} recoveries ({'QAT' if c.qat else 'float'}"
+             f"{'' if static_recovered else '; static choice assumed unpruned'}) x {models_text(len(c.models))}")  # fmt: skip
+    return StagePlan("ppo", len(c.models), count, work)
+
+
+def _ppo_evaluation(w: Work, *, calib: int, kl_candidates: float, val: int, pruned: bool = True) -> None:
+    """One new configuration for PPO's search oracle (:meth:`edgeprune.ppo.search.CompressionSearch.evaluate`):
+    pruned, BatchNorm re-estimated (when pruned), histograms and KL thresholds, simulated top-1."""
+    w.prunes += 1
+    w.eval_images += calib if pruned else 0
+    w.histogram_images += calib
+    w.kl_candidates += kl_candidates
+    w.fakequant_images += val
