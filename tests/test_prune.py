@@ -131,3 +131,20 @@ def test_every_pruning_entry_point_rounds_kept_channels_by_the_one_rule():
     qsa, _ = prune_by_importance(net, scores, 0.5, ignored_layers=["8"], input_shape=shape, round_to=r)
     for model in (magnitude, qsa):
         assert all(w % r == 0 for w in widths(model)) and widths(model) != widths(net)
+
+
+def test_l1_regularised_removes_the_smallest_batchnorm_scales_across_layers():
+    """Network slimming ranks |gamma| globally and raw: the layer whose scales the L1 training drove down
+    loses its channels first, and within a layer the smallest scales go."""
+    from small_nets import chain
+
+    net = chain(seed=0).eval()
+    bn1, bn2 = net[1], net[4]
+    with torch.no_grad():
+        bn1.weight.copy_(torch.linspace(0.01, 0.16, 16))  # small scales: the first layer
+        bn2.weight.copy_(torch.linspace(1.0, 2.5, 16))
+    pruned, report = prune.apply(net, "l1_regularised", 0.25, round_to=1, input_shape=(3, 8, 8))
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert widths == [8, 16]  # 25 % of the 32 prunable channels, all from the small-scale layer
+    torch.testing.assert_close(pruned[1].weight, torch.linspace(0.01, 0.16, 16)[8:])  # the smallest eight went
+    assert report.method == "l1_regularised" and report.realised == pytest.approx(0.25)

@@ -178,3 +178,32 @@ def test_every_stage_recovers_through_the_one_protocol():
             (LIB / "ppo" / "retrain.py").read_text() if stage == "ppo" else ""
         )
         assert ".recover(" in source or "retrain(" in source, stage
+
+
+# --------------------------------------------------------------------------- network slimming's training
+
+
+def _bn_scale_l1(model: nn.Module) -> float:
+    return sum(float(m.weight.detach().abs().sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_sparsity_training_shrinks_the_batchnorm_scales_by_its_penalty(trained, data):
+    """Same seed, budget and images: the L1 penalty on BN scales is the only difference, and it lowers
+    their L1 norm, the more the larger the penalty; a negative penalty is refused."""
+    rec = recovery(data)
+    norms = [
+        _bn_scale_l1(rec.sparsity_train(copy.deepcopy(trained), seed=0, budget=Budget(steps=16), penalty=penalty))
+        for penalty in (0.0, 0.05, 0.2)
+    ]
+    assert norms[0] > norms[1] > norms[2]
+    with pytest.raises(ValueError, match="penalty must be >= 0"):
+        rec.sparsity_train(copy.deepcopy(trained), seed=0, budget=Budget(steps=1), penalty=-1.0)
+
+
+def test_slimming_params_name_a_bad_penalty_or_budget():
+    from edgeprune.config import SlimmingParams
+
+    with pytest.raises(ValidationError, match="penalty"):
+        SlimmingParams(penalty=-1e-3)
+    with pytest.raises(ValidationError, match="budget"):
+        SlimmingParams(budget={"steps": 0})

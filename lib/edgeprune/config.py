@@ -24,7 +24,7 @@ from edgeprune.fields import ConditionSet, ModelNames, Seeds, repeats_field
 from edgeprune.power.params import DevicePowerParams
 from edgeprune.ppo.params import PPOParams
 from edgeprune.qsa.params import QSAParams
-from edgeprune.recover.params import FinetuneParams
+from edgeprune.recover.params import Budget, FinetuneParams
 from edgeprune.schema import Section
 
 PROFILES = ("quick", "paper", "reference", "tiny", "smoke")
@@ -75,18 +75,33 @@ class TrainParams(Section):
         return self
 
 
+BaselineMethod = Literal["l1_filter", "l1_regularised", "magnitude_structured", "magnitude_unstructured"]
+
+
+class SlimmingParams(Section):
+    """The L1-regularised training that precedes the ``l1_regularised`` baseline (network slimming).
+
+    From the trained dense weights, once per dense model, through the recovery protocol's loop
+    (:meth:`edgeprune.recover.protocol.Recovery.sparsity_train`).
+    """
+
+    penalty: float = Field(1e-3, ge=0, description="L1 penalty on the BatchNorm scales (lambda)")
+    budget: Budget = Field(default_factory=lambda: Budget(steps=8), description="the sparsity training's budget")
+
+
 class BaselineParams(Section):
     """Static pruning baselines (stage 20_baselines)."""
 
-    methods: list[Literal["l1_filter", "magnitude_structured", "magnitude_unstructured"]] = Field(min_length=1)
+    methods: list[BaselineMethod] = Field(min_length=1)
     sparsities: list[float] = Field(min_length=1, description="target fractions of channels / weights")
     axis_sparsities: list[float] = Field(
         default_factory=list, description="sparsities also recovered at every further finetune budget (the budget axis)"
     )
-    axis_methods: list[Literal["l1_filter", "magnitude_structured", "magnitude_unstructured"]] | None = Field(
+    axis_methods: list[BaselineMethod] | None = Field(
         None, description="methods recovered at every budget at those sparsities; None = every method"
     )
     seeds: Seeds = Field(description="statistical seeds: fine-tuning order and subset")
+    slimming: SlimmingParams = Field(default_factory=SlimmingParams, description="l1_regularised: its training")
     round_to: int | None = Field(
         8, ge=1, description="structured: kept channels per group rounded to the nearest multiple (prune.channels_to_keep)"
     )

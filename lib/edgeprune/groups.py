@@ -18,7 +18,7 @@ import torch_pruning as tp
 from torch import nn
 
 __all__ = [
-    "PRUNABLE_TYPES", "FilterNormImportance", "channels_to_keep", "dependency_graph", "group_producers",
+    "PRUNABLE_TYPES", "BNScaleImportance", "FilterNormImportance", "channels_to_keep", "dependency_graph", "group_producers",
     "prunable_groups", "width",
 ]  # fmt: skip
 
@@ -76,6 +76,10 @@ class FilterNormImportance(tp.importance.Importance):
         tp.pruner.function.prune_linear_out_channels,
     )
 
+    normalise_groups = True
+    """Global pruning ranks a channel by its score over its group's mean (layers of different fan-in
+    compete on one scale); False ranks raw scores."""
+
     def __init__(self, p: int) -> None:
         self.p = p
 
@@ -104,3 +108,36 @@ def group_producers(group: tp.Group, importance: FilterNormImportance) -> set[nn
         for item in group
         if item.dep.handler in importance.OUT_FNS and isinstance(item.dep.target.module, PRUNABLE_TYPES)
     }
+
+
+class BNScaleImportance(FilterNormImportance):
+    """Channel importance = |gamma| of the BatchNorm scales the channel passes through, summed over the group.
+
+    Network slimming's criterion (Liu et al., ICCV 2017), for a network trained with an L1
+    penalty on those scales (:meth:`edgeprune.recover.protocol.Recovery.sparsity_train`): the
+    penalty puts every layer's scales on one scale, so global pruning ranks them raw
+    (``normalise_groups`` False). Torch-Pruning's ``BNScaleImportance`` averages and normalises
+    per group; the project's group handling (producers, rounding) is :class:`FilterNormImportance`'s.
+    A group without a BatchNorm has no score and is not pruned.
+    """
+
+    normalise_groups = False
+
+    def __init__(self) -> None:
+        super().__init__(p=1)
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        scores = None
+        seen = set()
+        for item in group:
+            layer = item.dep.target.module
+            if not isinstance(layer, nn.modules.batchnorm._BatchNorm) or not layer.affine or layer in seen:
+                continue
+            if any(i is None for i in item.root_idxs):
+                continue
+            seen.add(layer)
+            if scores is None:
+                scores = torch.zeros(len(group[0].idxs))
+            scores.scatter_add_(0, torch.tensor(item.root_idxs), layer.weight.detach()[item.idxs].abs().float().cpu())
+        return scores

@@ -1,4 +1,4 @@
-"""Static pruning baselines: L1-norm filter pruning and magnitude pruning.
+"""Static pruning baselines: L1-norm filter pruning, network slimming and magnitude pruning.
 
 Static means the pruned structure is decided once, from the trained weights, and never
 changes at run time. Every function here returns a pruned *copy* and a
@@ -7,7 +7,7 @@ a whole sparsity sweep.
 
 What "sparsity" means (both the requested and the realised value are reported):
 
-- structured methods (``l1_filter``, ``magnitude_structured``): the fraction of
+- structured methods (``l1_filter``, ``l1_regularised``, ``magnitude_structured``): the fraction of
   *prunable output channels* removed, summed over every Conv2d / Linear except the
   final classifier. Channels are physically removed with Torch-Pruning, which prunes
   each dependency group (residual adds, concatenations, depthwise convs, SE blocks)
@@ -41,11 +41,13 @@ from torch.nn.utils import prune as torch_prune
 
 from edgeprune.data import normalize
 from edgeprune.groups import (
-    PRUNABLE_TYPES, FilterNormImportance, channels_to_keep, dependency_graph, group_producers, prunable_groups, width,
+    PRUNABLE_TYPES, BNScaleImportance, FilterNormImportance, channels_to_keep, dependency_graph, group_producers,
+    prunable_groups, width,
 )  # fmt: skip
 from edgeprune.measure import INPUT_SHAPE, count_macs, count_params
 
-METHODS = ("none", "l1_filter", "magnitude_structured", "magnitude_unstructured")
+METHODS = ("none", "l1_filter", "l1_regularised", "magnitude_structured", "magnitude_unstructured")
+STRUCTURED = ("l1_filter", "l1_regularised", "magnitude_structured")
 # A target more than this above the most a network's groups can lose (each keeping at least
 # one channel, or round_to) is unreachable; rounding may otherwise realise a few points less
 # or more than the target, and the realised value is reported.
@@ -209,7 +211,7 @@ def _group_removals(
         if score is None:
             continue
         groups.append((group[0].dep.target.module, score, len(group_producers(group, importance))))
-        scores.append(score / score.mean().clamp_min(1e-12))
+        scores.append(score / score.mean().clamp_min(1e-12) if importance.normalise_groups else score)
         weights.append(torch.full((len(score),), float(groups[-1][2])))
     sizes = [len(score) for _, score, _ in groups]
     if global_pruning:
@@ -301,6 +303,20 @@ def l1_filter(model: nn.Module, sparsity: float, **kwargs) -> tuple[nn.Module, P
     )
 
 
+def l1_regularised(model: nn.Module, sparsity: float, **kwargs) -> tuple[nn.Module, PruneReport]:
+    """Network slimming's pruning step (Liu et al., ICCV 2017): channels ranked by BatchNorm scale
+    |gamma| across all layers (:class:`BNScaleImportance`, raw: no per-layer normalisation).
+
+    Meant for a network trained with an L1 penalty on those scales
+    (:meth:`edgeprune.recover.protocol.Recovery.sparsity_train`): AKPERL's "L1 pruning: static
+    pruning based on L1 regularization applied during training". Li et al.'s post-hoc ranking of
+    filter norms is :func:`l1_filter`.
+    """
+    return prune_structured(
+        model, sparsity, importance=BNScaleImportance(), global_pruning=True, method="l1_regularised", **kwargs
+    )
+
+
 def magnitude_structured(model: nn.Module, sparsity: float, **kwargs) -> tuple[nn.Module, PruneReport]:
     """Global structured magnitude pruning: filters ranked by L2 norm across all layers.
 
@@ -369,6 +385,7 @@ def dense(
 _DISPATCH = {
     "none": dense,
     "l1_filter": l1_filter,
+    "l1_regularised": l1_regularised,
     "magnitude_structured": magnitude_structured,
     "magnitude_unstructured": magnitude_unstructured,
 }

@@ -183,6 +183,7 @@ def fit(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     teacher: nn.Module | None = None,
+    regularize: Callable[[nn.Module], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place with SGD (Nesterov) and label smoothing.
 
@@ -191,7 +192,8 @@ def fit(
     (the teacher stays in eval mode and is not trained). With ``checkpoint`` set, the state
     is saved after every epoch and a matching checkpoint (same config fingerprint and data
     size) is resumed from; ``on_epoch`` is then first called for every restored epoch, so a
-    log it writes covers the whole run.
+    log it writes covers the whole run. ``regularize(model)`` runs after each backward pass,
+    before the step: it adds a penalty's (sub)gradient to the parameters' gradients.
     """
     device = torch.device(device)
     steps_per_epoch = len(train) // config.batch_size
@@ -257,6 +259,8 @@ def fit(
             )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if regularize is not None:
+                regularize(model)
             optimizer.step()
             scheduler.step()
             step += 1

@@ -149,6 +149,34 @@ class Recovery:
                 fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         return model.cpu().eval()
 
+    def sparsity_train(self, model: nn.Module, *, seed: int, budget: Budget, penalty: float) -> nn.Module:
+        """Train ``model`` in place with an L1 penalty on its BatchNorm scales: the L1-regularised
+        training of network slimming (Liu et al., ICCV 2017), which drives the scales of unneeded
+        channels toward zero so that ranking channels by scale can prune them. Same loop, schedule,
+        augmentation and learning rate as :meth:`recover`, from the trained dense weights, for
+        ``budget``; each step adds ``penalty * sign(gamma)`` to every BN scale's gradient (the
+        update of Torch-Pruning's ``BNScalePruner.regularize``, without building a pruner for it).
+        Returned on the CPU in eval mode."""
+        if penalty < 0:
+            raise ValueError(f"the L1 penalty must be >= 0, got {penalty}")
+        p = self.params
+        plan = schedule(budget, len(self.train), p.batch_size)
+        config = FitConfig(
+            epochs=plan.epochs, lr=budget.lr or p.lr, batch_size=plan.batch_size, schedule="cosine", seed=seed,
+            weight_decay=p.weight_decay,
+        )  # fmt: skip
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+
+        def l1_on_scales(_: nn.Module) -> None:
+            for bn in norms:
+                if bn.weight.grad is not None:
+                    bn.weight.grad.add_(penalty * torch.sign(bn.weight.detach()))
+
+        model = place(model, self.device)
+        fit(model, self.train.subset(plan.images, seed=seed), config, device=self.device, progress=False,
+            regularize=l1_on_scales)  # fmt: skip
+        return model.cpu().eval()
+
     def columns(self, budget: int, train: Split | None = None) -> dict[str, int]:
         """The tidy-row columns (:data:`edgeprune.results.COLUMNS`) naming a recovery at ``budget``."""
         return {"budget": budget, "recovery_steps": self.schedule(budget, train).steps}

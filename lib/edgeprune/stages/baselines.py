@@ -11,11 +11,18 @@ dense model, method and sparsity, and the latency of a given architecture (seeds
 share a dense model differ only in their fine-tuned weights, which do not change
 run time). Reused latency rows say so in their ``extra`` field. The first seed's
 fine-tuned models are kept (:func:`model_path`) for export to the edge devices.
+
+``l1_regularised`` (network slimming, AKPERL's "L1 regularization applied during training")
+first trains the dense model with an L1 penalty on its BatchNorm scales for
+``baselines.slimming.budget`` (once per dense model, :func:`regularised_dense`), then prunes the
+smallest scales globally; ``l1_filter`` is Li et al.'s post-hoc filter-norm ranking. Both rows
+are kept, each named for what it is.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +31,7 @@ from tqdm.auto import tqdm
 
 from edgeprune import harness, masks, measure, prune, results
 from edgeprune.checkpoints import dense_seed_for, load_dense
-from edgeprune.config import Params
+from edgeprune.config import Params, SlimmingParams
 from edgeprune.data import load_prepared
 from edgeprune.io import save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
@@ -34,7 +41,6 @@ from edgeprune.placement import resolve_device
 from edgeprune.train import set_threads
 
 STAGE = "baselines"
-STRUCTURED = ("l1_filter", "magnitude_structured")
 _LATENCY_COLUMNS = tuple(c for c in results.COLUMNS if "latency" in c) + ("layout", "cpu_load_1min")
 
 
@@ -55,6 +61,8 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
     test = data.test.subset(cfg.eval_images, seed=params.data.split_seed)
     calib_x = data.train.subset(cfg.calib_images, seed=0).x
     pruned_cache: dict[tuple, tuple[nn.Module, prune.PruneReport | None] | None] = {}
+    regularised: dict[int, nn.Module] = {}
+    slimming_seconds: dict[str, float] = {}
     latency_cache: dict[tuple, dict] = {}
     rows = []
     unreachable: dict[str, str] = {}
@@ -66,9 +74,16 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
         for method, sparsity in tqdm(jobs, desc=f"{model_name} seed {seed}", mininterval=5):
             key = (dense_seed, method, sparsity)
             if key not in pruned_cache:
-                options = {"round_to": cfg.round_to} if method in STRUCTURED else {}
+                options = {"round_to": cfg.round_to} if method in prune.STRUCTURED else {}
+                source = dense
+                if method == "l1_regularised":
+                    if dense_seed not in regularised:
+                        tic = time.perf_counter()
+                        regularised[dense_seed] = regularised_dense(recovery, dense, cfg.slimming, dense_seed)
+                        slimming_seconds[str(dense_seed)] = round(time.perf_counter() - tic, 1)
+                    source = regularised[dense_seed]
                 try:
-                    pruned_cache[key] = (dense, None) if method == "none" else prune.apply(dense, method, sparsity, **options)
+                    pruned_cache[key] = (dense, None) if method == "none" else prune.apply(source, method, sparsity, **options)
                 except prune.UnreachableSparsity as err:  # a structured method's ceiling: no row, said in the summary
                     pruned_cache[key] = None
                     unreachable[f"{method}/s{sparsity:.2f}"] = str(err)
@@ -118,9 +133,14 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
     out.unlink(missing_ok=True)  # a re-run replaces the sweep, never mixes with an old one
     results.append_rows(out, rows)
     table = results.read_table(out)
-    write_json_atomic(out.with_name("summary.json"), summary_metrics(table))
+    write_json_atomic(out.with_name("summary.json"), summary_metrics(table) | {"slimming_seconds": slimming_seconds})
     write_json_atomic(out.with_name("unreachable.json"), unreachable)
     return table
+
+
+def regularised_dense(recovery: Recovery, dense: nn.Module, slimming: SlimmingParams, seed: int) -> nn.Module:
+    """A copy of ``dense`` trained with network slimming's L1 penalty on its BatchNorm scales."""
+    return recovery.sparsity_train(copy.deepcopy(dense), seed=seed, budget=slimming.budget, penalty=slimming.penalty)
 
 
 def model_path(paths: ResultPaths, model_name: str, method: str, setting: str) -> Path:
