@@ -71,7 +71,7 @@ def test_dvc_repro_on_tiny_params(tmp_path: Path) -> None:
     summary = json.loads((work / "results/data/summary.json").read_text())
     assert summary["counts"]["test"] == [40] * 10
     rows = pd.read_csv(work / "results/baselines/mobilenet_v3_small/rows.csv")
-    assert set(rows.method) == {"none", "l1_filter", "magnitude_structured", "magnitude_unstructured"}
+    assert set(rows.method) == {"none", "l1_filter", "l1_regularised", "magnitude_structured", "magnitude_unstructured"}
     assert sorted(rows.recovery_steps.dropna().unique()) == [2, 4]  # the budget axis: tiny's two budgets
     structured = rows[(rows.method == "l1_filter") & (rows.budget == 0)].iloc[0]
     dense = rows[rows.method == "none"].iloc[0]
