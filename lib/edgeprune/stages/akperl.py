@@ -27,6 +27,7 @@ curves under ``results/dvclive/akperl/<model>/``.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -244,6 +245,7 @@ class _SeedNetworks:
         self.names = {levels: f"config-{i}" for i, levels in enumerate(dict.fromkeys(self.configs.values()))}
         self.clean_levels = self.configs["clean" if "clean" in self.configs else task.conditions[0]]
         self._built: dict[tuple, nn.Module] = {}
+        self._regularised: nn.Module | None = None
 
     def _recovered(self, key: tuple, pruned: Callable[[], nn.Module], budget: int) -> nn.Module:
         if (*key, budget) not in self._built:
@@ -257,18 +259,36 @@ class _SeedNetworks:
         )
 
     def static(self, method: str, sparsity: float, budget: int = 0) -> nn.Module:
-        """A static baseline at ``sparsity``, its kept channels rounded as AKPERL's units round theirs."""
+        """A static baseline at ``sparsity``, its kept channels rounded as AKPERL's units round theirs.
+        ``l1_regularised`` prunes the dense model after network slimming's L1 training (once per seed)."""
         s = round(sparsity, 4)
         round_to = self.params.akperl.round_to
-        return self._recovered((method, s), lambda: prune.apply(self.dense, method, s, round_to=round_to)[0], budget)
+        return self._recovered((method, s), lambda: prune.apply(self._source(method), method, s, round_to=round_to)[0], budget)
+
+    def _source(self, method: str) -> nn.Module:
+        if method != "l1_regularised":
+            return self.dense
+        if self._regularised is None:
+            slimming = self.params.baselines.slimming
+            self._regularised = self.recovery.sparsity_train(
+                copy.deepcopy(self.dense), seed=self.run.seed, budget=slimming.budget, penalty=slimming.penalty
+            )
+        return self._regularised
 
     def sparsity(self, net: nn.Module) -> float:
         return channel_sparsity(self.dense, net, self.task.ignored_layers, self.task.input_shape)
 
 
+def static_methods(params: Params) -> tuple[str, ...]:
+    """The static baselines of Table 1 at AKPERL's sparsity: L1-norm ranking (Li et al.) and magnitude, and
+    network slimming (L1-regularised training, the AKPERL paper's own L1) when ``baselines.methods`` runs it."""
+    slimming = ("l1_regularised",) if params.baselines is not None and "l1_regularised" in params.baselines.methods else ()
+    return ("l1_filter", *slimming, "magnitude_structured")
+
+
 def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: bool) -> list[dict[str, Any]]:
-    """Dense (once per dense model), then per recovery budget: L1 and magnitude at AKPERL's clean
-    sparsity, and AKPERL's clean network."""
+    """Dense (once per dense model), then per recovery budget: the static baselines (:func:`static_methods`)
+    at AKPERL's clean sparsity, and AKPERL's clean network."""
     params, run, power = nets.params, nets.run, nets.task.power
     p = params.akperl
     report = dict(conditions=(), severity=params.shift.severity, int8=False, repeats=p.latency_repeats, warmup=2,
@@ -285,7 +305,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
     levels = levels_percent(nets.clean_levels)
     latency: dict[tuple, dict] = {}  # per architecture: later budgets reuse the first's timings
     for budget in range(len(params.finetune.budgets)):
-        networks = [(m, nets.static(m, s_clean, budget), {}) for m in ("l1_filter", "magnitude_structured")]
+        networks = [(m, nets.static(m, s_clean, budget), {}) for m in static_methods(params)]
         networks.append(("akperl", nets.akperl(nets.clean_levels, budget), {"levels": levels}))
         for control in nets.controls:  # same units, same recovery: a network equal to the agent's is shared
             best = control.summary()

@@ -14,7 +14,7 @@ fine-tuned models are kept (:func:`model_path`) for export to the edge devices.
 
 ``l1_regularised`` (network slimming, AKPERL's "L1 regularization applied during training")
 first trains the dense model with an L1 penalty on its BatchNorm scales for
-``baselines.slimming.budget`` (once per dense model, :func:`regularised_dense`), then prunes the
+``baselines.slimming.budget`` (once per dense model, ``Recovery.sparsity_train``), then prunes the
 smallest scales globally; ``l1_filter`` is Li et al.'s post-hoc filter-norm ranking. Both rows
 are kept, each named for what it is.
 """
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from edgeprune import harness, masks, measure, prune, results
 from edgeprune.checkpoints import dense_seed_for, load_dense
-from edgeprune.config import Params, SlimmingParams
+from edgeprune.config import Params
 from edgeprune.data import load_prepared
 from edgeprune.io import save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
@@ -79,7 +79,9 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
                 if method == "l1_regularised":
                     if dense_seed not in regularised:
                         tic = time.perf_counter()
-                        regularised[dense_seed] = regularised_dense(recovery, dense, cfg.slimming, dense_seed)
+                        regularised[dense_seed] = recovery.sparsity_train(
+                            copy.deepcopy(dense), seed=dense_seed, budget=cfg.slimming.budget, penalty=cfg.slimming.penalty
+                        )
                         slimming_seconds[str(dense_seed)] = round(time.perf_counter() - tic, 1)
                     source = regularised[dense_seed]
                 try:
@@ -136,11 +138,6 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
     write_json_atomic(out.with_name("summary.json"), summary_metrics(table) | {"slimming_seconds": slimming_seconds})
     write_json_atomic(out.with_name("unreachable.json"), unreachable)
     return table
-
-
-def regularised_dense(recovery: Recovery, dense: nn.Module, slimming: SlimmingParams, seed: int) -> nn.Module:
-    """A copy of ``dense`` trained with network slimming's L1 penalty on its BatchNorm scales."""
-    return recovery.sparsity_train(copy.deepcopy(dense), seed=seed, budget=slimming.budget, penalty=slimming.penalty)
 
 
 def model_path(paths: ResultPaths, model_name: str, method: str, setting: str) -> Path:
