@@ -174,9 +174,8 @@ def test_every_stage_recovers_through_the_one_protocol():
         "recover/protocol.py", "akperl/task.py", "ppo/search.py", "qsa/threshold.py",
     }  # fmt: skip
     for stage in ("baselines", "akperl", "qsa", "ppo"):
-        source = (LIB / "stages" / f"{stage}.py").read_text() + (
-            (LIB / "ppo" / "retrain.py").read_text() if stage == "ppo" else ""
-        )
+        helper = {"ppo": LIB / "ppo" / "retrain.py", "akperl": LIB / "akperl" / "networks.py"}.get(stage)
+        source = (LIB / "stages" / f"{stage}.py").read_text() + (helper.read_text() if helper else "")
         assert ".recover(" in source or "retrain(" in source, stage
 
 

@@ -27,7 +27,6 @@ curves under ``results/dvclive/akperl/<model>/``.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from torch import nn
 from edgeprune import harness, measure, prune, results
 from edgeprune.akperl.agent import AgentRun, grid_search, train_agent
 from edgeprune.akperl.controls import SEARCHES, ControlRun
+from edgeprune.akperl.networks import SeedNetworks, static_methods
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_index_stream, run_stream
 from edgeprune.akperl.outputs import (
     STAGE, control_gap, controller_accuracy, out_dir, plot_convergence, plot_policies, plot_stream, read, save_figure,
@@ -227,66 +227,7 @@ def _describer(dense: nn.Module, power: PowerModel) -> Callable[[nn.Module], dic
     return describe
 
 
-class _SeedNetworks:
-    """The physically pruned, recovered networks of one seed, each built once per budget on first use.
-
-    Every network recovers through the shared protocol (:class:`~edgeprune.recover.protocol.Recovery`)
-    with this seed, on the same clean training images as the dense model was trained on, so
-    methods differ only in structure.
-    """
-
-    def __init__(
-        self, params: Params, run: AgentRun, task: PruningTask, dense: nn.Module, recovery: Recovery,
-        controls: list[ControlRun] | None = None,
-    ) -> None:  # fmt: skip
-        self.params, self.run, self.task, self.dense, self.recovery = params, run, task, dense, recovery
-        self.controls = list(controls or [])
-        self.configs = {c: run.levels(c) for c in task.conditions}  # condition -> levels the policy picks
-        self.names = {levels: f"config-{i}" for i, levels in enumerate(dict.fromkeys(self.configs.values()))}
-        self.clean_levels = self.configs["clean" if "clean" in self.configs else task.conditions[0]]
-        self._built: dict[tuple, nn.Module] = {}
-        self._regularised: nn.Module | None = None
-
-    def _recovered(self, key: tuple, pruned: Callable[[], nn.Module], budget: int) -> nn.Module:
-        if (*key, budget) not in self._built:
-            net = pruned()
-            self._built[(*key, budget)] = self.recovery.recover(net, seed=self.run.seed, budget=budget, teacher=self.dense)
-        return self._built[(*key, budget)]
-
-    def akperl(self, levels: tuple[int, ...], budget: int = 0) -> nn.Module:
-        return self._recovered(
-            ("akperl", levels), lambda: apply_levels(self.dense, self.task.units, levels, self.task.input_shape), budget
-        )
-
-    def static(self, method: str, sparsity: float, budget: int = 0) -> nn.Module:
-        """A static baseline at ``sparsity``, its kept channels rounded as AKPERL's units round theirs.
-        ``l1_regularised`` prunes the dense model after network slimming's L1 training (once per seed)."""
-        s = round(sparsity, 4)
-        round_to = self.params.akperl.round_to
-        return self._recovered((method, s), lambda: prune.apply(self._source(method), method, s, round_to=round_to)[0], budget)
-
-    def _source(self, method: str) -> nn.Module:
-        if method != "l1_regularised":
-            return self.dense
-        if self._regularised is None:
-            slimming = self.params.baselines.slimming
-            self._regularised = self.recovery.sparsity_train(
-                copy.deepcopy(self.dense), seed=self.run.seed, budget=slimming.budget, penalty=slimming.penalty
-            )
-        return self._regularised
-
-    def sparsity(self, net: nn.Module) -> float:
-        return channel_sparsity(self.dense, net, self.task.ignored_layers, self.task.input_shape)
-
-
-def static_methods(params: Params) -> tuple[str, ...]:
-    """The static baselines of Table 1 at AKPERL's sparsity: L1-norm ranking (Li et al.) and magnitude, and
-    network slimming (L1-regularised training, the AKPERL paper's own L1) when ``baselines.methods`` runs it."""
-    slimming = ("l1_regularised",) if params.baselines is not None and "l1_regularised" in params.baselines.methods else ()
-    return ("l1_filter", *slimming, "magnitude_structured")
-
-
-def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: bool) -> list[dict[str, Any]]:
+def _table1_rows(nets: SeedNetworks, test: Split, model_name: str, with_dense: bool) -> list[dict[str, Any]]:
     """Dense (once per dense model), then per recovery budget: the static baselines (:func:`static_methods`)
     at AKPERL's clean sparsity, and AKPERL's clean network."""
     params, run, power = nets.params, nets.run, nets.task.power
@@ -328,7 +269,7 @@ def _table1_rows(nets: _SeedNetworks, test: Split, model_name: str, with_dense: 
     return rows
 
 
-def _stream(nets: _SeedNetworks, test: Split) -> pd.DataFrame:
+def _stream(nets: SeedNetworks, test: Split) -> pd.DataFrame:
     """AKPERL switching between its networks vs static networks at its average sparsity, on one seed's stream."""
     p, conditions = nets.params.akperl, list(nets.task.conditions)
     subnets = {name: nets.akperl(levels) for levels, name in nets.names.items()}
@@ -379,7 +320,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     with _timed(timing, "networks_and_measurement"):
         for run_ in search.runs:
             d = dense_seed_for(params, run_.seed)
-            nets = _SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], recovery, search.controls[run_.seed])
+            nets = SeedNetworks(params, run_, task_for(run_.seed), dense_models[d], recovery, search.controls[run_.seed])
             with_dense = not any(r["method"] == "none" and r["seed"] == d for r in rows)
             rows += _table1_rows(nets, test, model_name, with_dense=with_dense)
             if run_.seed == p.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
