@@ -18,11 +18,13 @@ import torch_pruning as tp
 from torch import nn
 
 __all__ = [
-    "PRUNABLE_TYPES", "BNScaleImportance", "FilterNormImportance", "channels_to_keep", "dependency_graph", "group_producers",
-    "prunable_groups", "width",
+    "PRUNABLE_TYPES", "BNScaleImportance", "FilterNormImportance", "GroupItem", "channels_to_keep", "dependency_graph",
+    "group_producers", "prunable_groups", "width",
 ]  # fmt: skip
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+GroupItem = tp._helpers.GroupItem
+"""One (dependency, indices) entry of a Torch-Pruning group (its package does not export the type)."""
 
 
 def width(layer: nn.Module) -> int:
@@ -83,22 +85,36 @@ class FilterNormImportance(tp.importance.Importance):
     def __init__(self, p: int) -> None:
         self.p = p
 
+    def _key(self, item: GroupItem) -> object:
+        """What a score belongs to: a layer counts once per group however many of its dependencies appear."""
+        return item.dep.target.module
+
+    def _scores(self, item: GroupItem) -> torch.Tensor | None:
+        """Scores of ``item``'s channels (``item.idxs``), or None when the item adds nothing: here the Lp norm
+        of each filter a producing Conv2d / Linear computes the channel with."""
+        layer = item.dep.target.module
+        if item.dep.handler not in self.OUT_FNS or not isinstance(layer, PRUNABLE_TYPES):
+            return None
+        return layer.weight.detach()[item.idxs].flatten(1).norm(p=self.p, dim=1).float().cpu()
+
     @torch.no_grad()
     def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
-        scores = None
+        """Per channel of the group's root: the sum of :meth:`_scores` over the group's items, each key once;
+        None when no item scores."""
+        total = None
         seen = set()
         for item in group:
-            layer = item.dep.target.module
-            if item.dep.handler not in self.OUT_FNS or not isinstance(layer, PRUNABLE_TYPES) or layer in seen:
+            key = self._key(item)
+            if key in seen or any(i is None for i in item.root_idxs):  # no mapping to the root: skip, as Torch-Pruning does
                 continue
-            if any(i is None for i in item.root_idxs):  # no index mapping to the root: skip, as Torch-Pruning does
-                continue
-            seen.add(layer)
-            norms = layer.weight.detach()[item.idxs].flatten(1).norm(p=self.p, dim=1).float().cpu()
+            scores = self._scores(item)
             if scores is None:
-                scores = torch.zeros(len(group[0].idxs))
-            scores.scatter_add_(0, torch.tensor(item.root_idxs), norms)
-        return scores
+                continue
+            seen.add(key)
+            if total is None:
+                total = torch.zeros(len(group[0].idxs))
+            total.scatter_add_(0, torch.tensor(item.root_idxs), scores)
+        return total
 
 
 def group_producers(group: tp.Group, importance: FilterNormImportance) -> set[nn.Module]:
@@ -126,18 +142,8 @@ class BNScaleImportance(FilterNormImportance):
     def __init__(self) -> None:
         super().__init__(p=1)
 
-    @torch.no_grad()
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
-        scores = None
-        seen = set()
-        for item in group:
-            layer = item.dep.target.module
-            if not isinstance(layer, nn.modules.batchnorm._BatchNorm) or not layer.affine or layer in seen:
-                continue
-            if any(i is None for i in item.root_idxs):
-                continue
-            seen.add(layer)
-            if scores is None:
-                scores = torch.zeros(len(group[0].idxs))
-            scores.scatter_add_(0, torch.tensor(item.root_idxs), layer.weight.detach()[item.idxs].abs().float().cpu())
-        return scores
+    def _scores(self, item: GroupItem) -> torch.Tensor | None:
+        layer = item.dep.target.module
+        if not isinstance(layer, nn.modules.batchnorm._BatchNorm) or not layer.affine:
+            return None
+        return layer.weight.detach()[item.idxs].abs().float().cpu()

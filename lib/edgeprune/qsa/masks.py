@@ -27,12 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch_pruning as tp
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from edgeprune.measure import INPUT_SHAPE, model_size
-from edgeprune.groups import PRUNABLE_TYPES, FilterNormImportance, dependency_graph, group_producers, prunable_groups
+from edgeprune.groups import PRUNABLE_TYPES, FilterNormImportance, GroupItem, dependency_graph, group_producers, prunable_groups
 from edgeprune.prune import PruneReport, classifier_name, prune_structured
 
 
@@ -49,23 +48,15 @@ class QSAImportance(FilterNormImportance):
         super().__init__(p=1)
         self.scores = {name: s.detach().float().cpu() for name, s in scores.items()}
 
-    @torch.no_grad()
-    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
-        total = None
-        seen = set()
-        for item in group:
-            node = item.dep.target
-            # node._name is the module's name in the model (Torch-Pruning 1.6 has no public accessor)
-            name = node._name
-            if item.dep.handler not in self.OUT_FNS or name not in self.scores or name in seen:
-                continue
-            if any(i is None for i in item.root_idxs):
-                continue
-            seen.add(name)
-            if total is None:
-                total = torch.zeros(len(group[0].idxs))
-            total.scatter_add_(0, torch.tensor(item.root_idxs), self.scores[name][item.idxs])
-        return total
+    def _key(self, item: GroupItem) -> str:
+        # node._name is the module's name in the model (Torch-Pruning 1.6 has no public accessor)
+        return item.dep.target._name
+
+    def _scores(self, item: GroupItem) -> torch.Tensor | None:
+        name = self._key(item)
+        if item.dep.handler not in self.OUT_FNS or name not in self.scores:
+            return None
+        return self.scores[name][item.idxs]
 
 
 def ignored_for(model: nn.Module, layers: Sequence[str], input_shape: Sequence[int] = INPUT_SHAPE) -> list[str]:

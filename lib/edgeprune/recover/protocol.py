@@ -133,13 +133,7 @@ class Recovery:
             recalibrate_bn(model, calib)
         if budget is None:
             return model.cpu().eval()
-        plan = schedule(budget, len(split), p.batch_size)
-        config = FitConfig(
-            epochs=plan.epochs, lr=lr or budget.lr or p.lr, batch_size=plan.batch_size, schedule="cosine", seed=seed,
-            weight_decay=p.weight_decay, distill_weight=p.distill_weight if teacher is not None else 0.0,
-            distill_temperature=p.distill_temperature,
-        )  # fmt: skip
-        drawn = split.subset(plan.images, seed=seed)
+        config, drawn = self._training(budget, split, seed, lr=lr, distill=teacher is not None)
         qat = dict(bits) if quantized else None
         if qat is None:
             fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
@@ -148,6 +142,20 @@ class Recovery:
             with fakequant.quantization_aware(model, qat, acts):
                 fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         return model.cpu().eval()
+
+    def _training(
+        self, budget: Budget, split: Split, seed: int, *, lr: float | None = None, distill: bool = False
+    ) -> tuple[FitConfig, Split]:
+        """The fine-tuning run of ``budget`` on ``split``: its config (cosine from ``lr``, the budget's or
+        ``finetune.lr``) and the seed's draw of training images."""
+        p = self.params
+        plan = schedule(budget, len(split), p.batch_size)
+        config = FitConfig(
+            epochs=plan.epochs, lr=lr or budget.lr or p.lr, batch_size=plan.batch_size, schedule="cosine", seed=seed,
+            weight_decay=p.weight_decay, distill_weight=p.distill_weight if distill else 0.0,
+            distill_temperature=p.distill_temperature,
+        )  # fmt: skip
+        return config, split.subset(plan.images, seed=seed)
 
     def sparsity_train(self, model: nn.Module, *, seed: int, budget: Budget, penalty: float) -> nn.Module:
         """Train ``model`` in place with an L1 penalty on its BatchNorm scales: the L1-regularised
@@ -159,12 +167,7 @@ class Recovery:
         Returned on the CPU in eval mode."""
         if penalty < 0:
             raise ValueError(f"the L1 penalty must be >= 0, got {penalty}")
-        p = self.params
-        plan = schedule(budget, len(self.train), p.batch_size)
-        config = FitConfig(
-            epochs=plan.epochs, lr=budget.lr or p.lr, batch_size=plan.batch_size, schedule="cosine", seed=seed,
-            weight_decay=p.weight_decay,
-        )  # fmt: skip
+        config, drawn = self._training(budget, self.train, seed)
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
 
         def l1_on_scales(_: nn.Module) -> None:
@@ -173,8 +176,7 @@ class Recovery:
                     bn.weight.grad.add_(penalty * torch.sign(bn.weight.detach()))
 
         model = place(model, self.device)
-        fit(model, self.train.subset(plan.images, seed=seed), config, device=self.device, progress=False,
-            regularize=l1_on_scales)  # fmt: skip
+        fit(model, drawn, config, device=self.device, progress=False, regularize=l1_on_scales)
         return model.cpu().eval()
 
     def columns(self, budget: int, train: Split | None = None) -> dict[str, int]:

@@ -25,7 +25,6 @@ from edgeprune.power.meters.best import best_meter
 from edgeprune.power.meters.i2c import INA260, I2CMeter
 from edgeprune.power.meters.jetson import JetsonINA3221Meter, PowerMode, parse_nvpmodel, read_nvpmodel
 from edgeprune.power.meters.rapl import RaplMeter
-from edgeprune.power.meters.sysfs import read_number, read_text
 
 __all__ = [
     "INA260",
@@ -39,7 +38,5 @@ __all__ = [
     "best_meter",
     "parse_nvpmodel",
     "read_nvpmodel",
-    "read_number",
-    "read_text",
     "reading_from_trace",
 ]
