@@ -15,6 +15,7 @@ from small_nets import separable, train_briefly
 
 from edgeprune import fakequant, measure
 from edgeprune.data import normalize
+from edgeprune.fields import SUPPORTED_BITS
 from edgeprune.train import evaluate
 
 
@@ -82,7 +83,7 @@ def test_kl_threshold_refuses_bad_input():
         fakequant.kl_threshold(np.ones(64), edges[:10], 4)
 
 
-@pytest.mark.parametrize("bits", fakequant.SUPPORTED_BITS)
+@pytest.mark.parametrize("bits", SUPPORTED_BITS)
 def test_fake_quantized_weights_take_at_most_2_to_the_b_values_per_channel(bits):
     scales = torch.arange(1, 7).view(6, 1, 1, 1)  # channels of different ranges
     weight = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(bits)) * scales

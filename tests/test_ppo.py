@@ -13,6 +13,7 @@ from torch import nn
 
 from small_nets import chain, separable, train_briefly
 
+from edgeprune import fakequant
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
@@ -28,6 +29,7 @@ from edgeprune.prune import recalibrate_bn
 from edgeprune.recover import protocol
 from edgeprune.recover.params import Budget, FinetuneParams
 from edgeprune.recover.protocol import Recovery
+from edgeprune.train import evaluate
 
 SHAPE = (3, 8, 8)
 
@@ -165,8 +167,8 @@ def test_retrain_reestimates_bn_before_fine_tuning_only_when_channels_are_remove
 def test_search_keeps_dense_bn_statistics_unless_channels_are_removed(search):
     search.uniform(0.0, 8)
     search.uniform(0.5, 8)
-    unpruned, _ = search._models[(0.0,) * len(search.groups)]
-    pruned, _ = search._models[(0.5,) * len(search.groups)]
+    unpruned, _, _ = search._models[(0.0,) * len(search.groups)]
+    pruned, _, _ = search._models[(0.5,) * len(search.groups)]
     dense_bn = search.model[1]
     torch.testing.assert_close(unpruned[1].running_var, dense_bn.running_var, rtol=0, atol=0)
     assert unpruned[1].num_batches_tracked == dense_bn.num_batches_tracked > 1
@@ -185,6 +187,23 @@ def test_search_caches_by_action_and_counts_bits_in_the_size(search):
     assert abs(dense8.top1 - search.reference.top1) <= 3.0
     with pytest.raises(ValueError, match="group prune rates"):
         search.evaluate([0.0], [8] * len(search.layers))
+
+
+@pytest.mark.parametrize("clip", ["max", "mse"])
+def test_search_quantizes_as_its_scheme_says(trained, clip):
+    """Weight-only: no input quantizer, no activation histogram, and top-1 equal to the weight-only
+    fake-quantized model's with the scheme's clipping; the clip ratios are chosen once per layer and bits."""
+    x, y = separable(256, seed=2)
+    groups = taylor_groups(trained, x[:64], y[:64], input_shape=SHAPE)
+    scheme = fakequant.QuantScheme(clip, activations=False)
+    weights_only = CompressionSearch(trained, groups, x[:64], x[64:], y[64:], input_shape=SHAPE, scheme=scheme)
+    bits = (3,) * len(weights_only.layers)
+    outcome = weights_only.evaluate((0.0,) * len(groups), bits)
+    _, hists, memo = weights_only._models[(0.0,) * len(groups)]
+    assert hists == {} and sorted(memo) == sorted((name, 3) for name in weights_only.layer_names)
+    expected = fakequant.quantize_model(trained, weights_only.bits_map(bits), weight_clip=clip)
+    assert outcome.top1 == evaluate(expected, x[64:], y[64:], batch_size=256)
+    assert scheme.label == "weights" and fakequant.QuantScheme().label == "weights+activations"
 
 
 def test_env_passes_check_env_and_rewards_performance_density(search):
@@ -251,6 +270,10 @@ def test_params_refuse_bad_bits_rates_and_partial_updates():
         PPOParams(episodes=5, episodes_per_update=2)
     with pytest.raises(ValidationError, match="extra"):
         PPOParams(episode=4)
+    with pytest.raises(ValidationError, match="weight_clip"):
+        PPOParams(weight_clip="entropy")
+    with pytest.raises(ValidationError, match="quantize"):
+        PPOParams(quantize="activations")
 
 
 def episode(top1: float, size: int, feasible: bool, bits: int = 8) -> Episode:

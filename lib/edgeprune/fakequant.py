@@ -7,10 +7,12 @@ activations are clipped and rounded to the k-bit grid, in float arithmetic
 accuracy is that of a real k-bit deployment; its latency is not (report it as
 simulated). Real int8 inference is :func:`edgeprune.quant.quantize_int8`.
 
-- **Weights**: per-output-channel symmetric, scale = max|w_c| / (2^(b-1) - 1), values
+- **Weights**: per-output-channel symmetric, scale = r_c max|w_c| / (2^(b-1) - 1), values
   in [-(2^(b-1) - 1), 2^(b-1) - 1] x scale (at most 2^b - 1 distinct values per
-  channel). Quantizing before BatchNorm folding is exact: folding multiplies each
-  output channel by one factor, and a per-channel symmetric grid scales with it.
+  channel), with the clip ratio r_c of ``weight_clip`` (``max``: 1; ``mse`` / ``kl``:
+  :func:`edgeprune.clipping.weight_clip_ratios`). Quantizing before BatchNorm folding is
+  exact: folding multiplies each output channel by one factor, and a per-channel symmetric
+  grid (and each clip ratio, which depends on the channel's shape only) scales with it.
 - **Activations**: per-tensor; the clipping threshold ``t`` is chosen by entropy
   calibration (:func:`kl_threshold`) on a histogram of |x| over calibration images.
   Signed inputs use the symmetric grid [-(2^(b-1) - 1), 2^(b-1) - 1] x t / (2^(b-1) - 1);
@@ -31,42 +33,32 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from edgeprune.fields import SUPPORTED_BITS
+from edgeprune.clipping import (
+    KL_BINS, WEIGHT_CLIPS, KLResult, channel_amax, check_bits, check_weight_clip, grid_max, kl_threshold,
+    quantize_channels, weight_clip_ratios,
+)  # fmt: skip
+
+__all__ = [  # the grid helpers of edgeprune.clipping are part of this module's surface
+    "KL_BINS", "WEIGHT_CLIPS", "ActivationQuant", "KLResult", "QuantScheme", "RatioMemo", "activation_histograms", "calibrate", "check_bits",
+    "fake_quantize_activation", "fake_quantize_weight", "grid_max", "kl_threshold", "quantization_aware",
+    "quantize_model", "quantized_layers", "simulated", "threshold_from_histogram", "weight_bits",
+]  # fmt: skip
 
 QUANTIZED_TYPES = (nn.Conv2d, nn.Linear)
-KL_BINS = 2048  # TensorRT's histogram size
-
-
-def check_bits(bits: int, allowed: Sequence[int] = SUPPORTED_BITS, name: str = "bits") -> int:
-    """``bits`` as an int if it is one of ``allowed``, else a ``ValueError`` naming it."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {bits!r}")
-    return int(bits)
-
-
-def grid_max(bits: int, unsigned: bool = False) -> int:
-    """Largest integer of the b-bit grid: 2^b - 1 unsigned, 2^(b-1) - 1 symmetric signed."""
-    check_bits(bits)
-    return 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
 
 
 # --------------------------------------------------------------------------- quantizers
 
 
-def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel (dim 0) symmetric fake quantization of a weight tensor."""
-    if weight.dim() < 2:
-        raise ValueError(f"expected a weight of 2+ dims (out channels first), got shape {tuple(weight.shape)}")
-    qmax = grid_max(bits)
-    amax = weight.detach().abs().flatten(1).amax(1)
-    scale = (amax / qmax).clamp_min(torch.finfo(torch.float32).tiny).float()
-    zero_point = torch.zeros_like(scale, dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero_point, 0, -qmax, qmax)
+def fake_quantize_weight(weight: torch.Tensor, bits: int, clip: str = "max") -> torch.Tensor:
+    """Per-output-channel (dim 0) symmetric fake quantization of a weight tensor, its range clipped
+    by ``clip`` (:func:`edgeprune.clipping.weight_clip_ratios`; ``max``: max|w_c|, no clipping)."""
+    amax = channel_amax(weight)
+    return quantize_channels(weight, weight_clip_ratios(weight, bits, clip) * amax, bits)
 
 
 def fake_quantize_activation(x: torch.Tensor, threshold: float, bits: int, unsigned: bool) -> torch.Tensor:
@@ -76,90 +68,27 @@ def fake_quantize_activation(x: torch.Tensor, threshold: float, bits: int, unsig
     return torch.fake_quantize_per_tensor_affine(x, scale, 0, 0 if unsigned else -qmax, qmax)
 
 
-# --------------------------------------------------------------------------- KL calibration
+# --------------------------------------------------------------------------- model-level
 
 
 @dataclass(frozen=True)
-class KLResult:
-    """Outcome of :func:`kl_threshold`: the chosen threshold and the whole divergence curve."""
+class QuantScheme:
+    """How a k-bit network is quantized: its weights' clipping rule, and whether its inputs are too.
 
-    threshold: float
-    bins_kept: int
-    thresholds: np.ndarray  # candidate thresholds (upper edge of the last kept bin)
-    divergences: np.ndarray  # KL(reference || quantized) of each candidate (inf where undefined)
-
-
-def _xlogx(a: np.ndarray) -> np.ndarray:
-    return np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
-
-
-def kl_threshold(
-    hist: np.ndarray | torch.Tensor,
-    edges: np.ndarray | torch.Tensor,
-    bits: int,
-    *,
-    unsigned: bool = False,
-    stride: int = 1,
-) -> KLResult:
-    """Entropy calibration (TensorRT, Migacz 2017): the clipping threshold minimising KL.
-
-    ``hist`` counts |activation| in bins with boundaries ``edges`` (from 0). For every
-    candidate number of kept bins i (from the number of levels n = 2^(b-1), or 2^b when
-    ``unsigned``, up to all bins, every ``stride``-th):
-
-    - reference P = hist[:i] with the outliers (the count beyond bin i) added to bin i-1;
-    - candidate Q = hist[:i] merged into n levels (bin j goes to level floor(j n / i)),
-      each level's count spread evenly over its non-empty bins;
-    - divergence KL(P || Q) of the normalised distributions (inf where P > 0 = Q).
-
-    The threshold is the upper edge of the last kept bin of the first minimum.
-
-    Written here because no installed library implements it: ``torch.ao`` observers
-    minimise an L2 error, and NVIDIA's pytorch-quantization (which has it) is not a
-    dependency. It is vectorised over candidates with cumulative sums: within a level
-    Q is constant, so sum_j P_j log Q_j collapses to one term per level.
+    ``activations`` False is weight-only quantization (inputs stay float); True also KL-calibrates
+    and quantizes each k-bit layer's input at the layer's bit-width (weights + activations).
     """
-    levels = 2 ** check_bits(bits) if unsigned else 2 ** (check_bits(bits) - 1)
-    h = np.asarray(hist.cpu() if isinstance(hist, torch.Tensor) else hist, dtype=np.float64)
-    e = np.asarray(edges.cpu() if isinstance(edges, torch.Tensor) else edges, dtype=np.float64)
-    if h.ndim != 1 or e.shape != (len(h) + 1,):
-        raise ValueError(f"need a 1-d histogram and len(hist) + 1 edges, got {h.shape} and {e.shape}")
-    if (h < 0).any() or h.sum() <= 0:
-        raise ValueError("the histogram must be non-negative with a positive total")
-    if len(h) < levels:
-        raise ValueError(f"{len(h)} histogram bins cannot be merged into {levels} levels; use more bins")
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    n_bins, total = len(h), h.sum()
-    cum_h = np.concatenate([[0.0], np.cumsum(h)])
-    cum_nz = np.concatenate([[0], np.cumsum(h > 0)])
-    cum_hlogh = np.concatenate([[0.0], np.cumsum(_xlogx(h))])
 
-    kept = np.arange(levels, n_bins + 1, stride)
-    if kept[-1] != n_bins:
-        kept = np.append(kept, n_bins)
-    outliers = total - cum_h[kept]
-    last = h[kept - 1] + outliers
-    sum_plogp = (cum_hlogh[kept - 1] + _xlogx(last)) / total - np.log(total)
+    weight_clip: str = "max"
+    activations: bool = True
 
-    k = np.arange(levels + 1)
-    bounds = (k[None, :] * kept[:, None] + levels - 1) // levels  # first bin of each level: ceil(k i / n)
-    level_sum = np.diff(cum_h[bounds], axis=1)
-    level_nz = np.diff(cum_nz[bounds], axis=1)
-    ref_mass = level_sum.copy()
-    ref_mass[:, -1] += outliers  # bin i-1 always falls in the last level
-    q_total = cum_h[kept]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_q = np.log(level_sum / (level_nz * q_total[:, None]))
-        cross = np.where(ref_mass > 0, ref_mass * log_q, 0.0).sum(1) / total
-    divergences = sum_plogp - cross
-    undefined = ((h[kept - 1] == 0) & (outliers > 0)) | (q_total == 0) | ~np.isfinite(divergences)
-    divergences = np.where(undefined, np.inf, np.maximum(divergences, 0.0))
-    best = int(np.argmin(divergences))
-    return KLResult(float(e[kept[best]]), int(kept[best]), e[kept], divergences)
+    def __post_init__(self) -> None:
+        check_weight_clip(self.weight_clip)
 
-
-# --------------------------------------------------------------------------- model-level
+    @property
+    def label(self) -> str:
+        """What is quantized, as the tables state it: ``weights`` or ``weights+activations``."""
+        return "weights+activations" if self.activations else "weights"
 
 
 @dataclass(frozen=True)
@@ -277,8 +206,9 @@ class _InputQuantizer:
 
 
 def _check_quantizers(
-    model: nn.Module, bits: Mapping[str, int], activations: Mapping[str, ActivationQuant]
+    model: nn.Module, bits: Mapping[str, int], activations: Mapping[str, ActivationQuant], weight_clip: str
 ) -> dict[str, nn.Module]:
+    check_weight_clip(weight_clip)
     layers = _check_layer_bits(model, bits)
     stray = [name for name in activations if name not in bits]
     if stray:
@@ -289,14 +219,40 @@ def _check_quantizers(
     return layers
 
 
+RatioMemo = dict[tuple[str, int], torch.Tensor]
+"""Clip ratios already chosen for one model's weights, by (layer, bits): see :func:`simulated`."""
+
+
 def _install(
-    layers: Mapping[str, nn.Module], bits: Mapping[str, int], activations: Mapping[str, ActivationQuant]
+    layers: Mapping[str, nn.Module],
+    bits: Mapping[str, int],
+    activations: Mapping[str, ActivationQuant],
+    weight_clip: str,
+    memo: RatioMemo | None = None,
 ) -> list[torch.utils.hooks.RemovableHandle]:
     """Round the weights in place and hook the input quantizers; returns the hook handles."""
+    memo = {} if memo is None else memo
     with torch.no_grad():
         for name, b in bits.items():
-            layers[name].weight.copy_(fake_quantize_weight(layers[name].weight, b))
+            weight = layers[name].weight
+            if (name, b) not in memo:
+                memo[name, b] = _clip_ratios(layers[name], b, weight_clip)
+            weight.copy_(quantize_channels(weight, memo[name, b] * channel_amax(weight), b))
     return _hook_inputs(layers, activations)
+
+
+TRAINED_RATIOS = "weight_clip_ratios"
+"""Buffer in which a layer trained by :func:`quantization_aware` keeps the clip ratios it was trained with."""
+
+
+def _clip_ratios(layer: nn.Module, bits: int, weight_clip: str) -> torch.Tensor:
+    """The layer's clip ratios at ``bits`` under ``weight_clip``: those it was trained with
+    (:func:`quantization_aware`) when it was trained at the same bits and rule, else chosen now."""
+    trained = getattr(layer, TRAINED_RATIOS, None)
+    if getattr(layer, "weight_clip_rule", None) == (bits, weight_clip) and trained is not None:
+        if trained.shape == (layer.weight.shape[0],):
+            return trained
+    return weight_clip_ratios(layer.weight, bits, weight_clip)
 
 
 def _hook_inputs(
@@ -307,34 +263,46 @@ def _hook_inputs(
 
 
 def quantize_model(
-    model: nn.Module, bits: Mapping[str, int], activations: Mapping[str, ActivationQuant] | None = None
+    model: nn.Module,
+    bits: Mapping[str, int],
+    activations: Mapping[str, ActivationQuant] | None = None,
+    *,
+    weight_clip: str = "max",
 ) -> nn.Module:
     """A fake-quantized copy of ``model``; ``model`` is untouched.
 
-    Weights of the layers in ``bits`` are rounded to their grid; inputs are quantized by
-    forward pre-hooks where ``activations`` has a quantizer. Other layers stay float.
+    Weights of the layers in ``bits`` are rounded to their grid (its range clipped by
+    ``weight_clip``); inputs are quantized by forward pre-hooks where ``activations`` has a
+    quantizer. Other layers stay float.
     """
     activations = activations or {}
     quantized = copy.deepcopy(model)
-    _install(_check_quantizers(quantized, bits, activations), bits, activations)
+    _install(_check_quantizers(quantized, bits, activations, weight_clip), bits, activations, weight_clip)
     return quantized
 
 
 @contextmanager
 def simulated(
-    model: nn.Module, bits: Mapping[str, int], activations: Mapping[str, ActivationQuant] | None = None
+    model: nn.Module,
+    bits: Mapping[str, int],
+    activations: Mapping[str, ActivationQuant] | None = None,
+    *,
+    weight_clip: str = "max",
+    memo: RatioMemo | None = None,
 ) -> Iterator[nn.Module]:
     """:func:`quantize_model` in place for the duration of a ``with`` block, then restored.
 
     Saves a model copy per evaluation when one model is tried at many bit-widths (the
-    PPO search).
+    PPO search). ``memo``, owned by the caller and valid for this model's float weights
+    only, keeps the clip ratios chosen for each (layer, bits) across calls: the ``mse``
+    search costs ~1 s per model, the quantization itself milliseconds.
     """
     activations = activations or {}
-    layers = _check_quantizers(model, bits, activations)
+    layers = _check_quantizers(model, bits, activations, weight_clip)
     originals = {name: layers[name].weight.detach().clone() for name in bits}
     handles = []
     try:
-        handles = _install(layers, bits, activations)
+        handles = _install(layers, bits, activations, weight_clip, memo)
         yield model
     finally:
         for handle in handles:
@@ -347,17 +315,22 @@ def simulated(
 class _WeightQuantizer(nn.Module):
     """Parametrization: the weight a layer computes with is its fake-quantized latent weight."""
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, ratios: torch.Tensor) -> None:
         super().__init__()
         self.bits = bits
+        self.register_buffer("ratios", ratios)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return fake_quantize_weight(weight, self.bits)
+        return quantize_channels(weight, self.ratios * channel_amax(weight), self.bits)
 
 
 @contextmanager
 def quantization_aware(
-    model: nn.Module, bits: Mapping[str, int], activations: Mapping[str, ActivationQuant] | None = None
+    model: nn.Module,
+    bits: Mapping[str, int],
+    activations: Mapping[str, ActivationQuant] | None = None,
+    *,
+    weight_clip: str = "max",
 ) -> Iterator[nn.Module]:
     """Quantization-aware training: ``model`` with its k-bit quantizers in the loop, in place.
 
@@ -365,24 +338,36 @@ def quantization_aware(
     :mod:`torch.nn.utils.parametrize` parametrization over the latent float weight) and
     quantizes its input where ``activations`` has a quantizer; torch's fake-quantize ops
     pass gradients straight through inside the grid's range (the straight-through
-    estimator), so training adapts the latent weights to the grid. On exit the
-    quantizers are removed and the latent float weights stay: :func:`quantize_model`
-    then gives the deployed k-bit model.
+    estimator), so training adapts the latent weights to the grid. The clip ratios r_c of
+    ``weight_clip`` are chosen once, from the weights at entry, and each step's grid spans
+    r_c max|w_c| of the current weights (NVIDIA's pytorch-quantization likewise calibrates
+    once and then trains); the ``mse`` search would otherwise cost ~1 s per step. On exit the
+    quantizers are removed and the latent float weights stay, each layer keeping the ratios
+    it was trained with (a non-persistent buffer :data:`TRAINED_RATIOS`, outside the state
+    dict); :func:`quantize_model` at the same bits and rule then gives the deployed k-bit
+    model on the grid it was trained for. Choosing the ratios again on the trained weights
+    moved some channels' ratios by up to 0.2-0.3 and cost about a point of top-1 (mse, 4
+    bits, quick model).
     """
     activations = activations or {}
-    layers = _check_quantizers(model, bits, activations)
+    layers = _check_quantizers(model, bits, activations, weight_clip)
     handles = []
     try:
         for name, b in bits.items():
-            parametrize.register_parametrization(layers[name], "weight", _WeightQuantizer(b))
+            ratios = _clip_ratios(layers[name], b, weight_clip)
+            parametrize.register_parametrization(layers[name], "weight", _WeightQuantizer(b, ratios))
         handles = _hook_inputs(layers, activations)
         yield model
     finally:
         for handle in handles:
             handle.remove()
-        for name in bits:
-            if parametrize.is_parametrized(layers[name], "weight"):
-                parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
+        for name, b in bits.items():
+            layer = layers[name]
+            if parametrize.is_parametrized(layer, "weight"):
+                ratios = layer.parametrizations.weight[0].ratios
+                parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+                layer.register_buffer(TRAINED_RATIOS, ratios, persistent=False)
+                layer.weight_clip_rule = (b, weight_clip)
 
 
 def weight_bits(bits: Mapping[str, int]) -> dict[str, int]:

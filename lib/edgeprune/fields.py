@@ -6,7 +6,7 @@ sections, which need these types too.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -15,6 +15,8 @@ from edgeprune.timing import MIN_REPEATS
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 """Bit-widths the fake quantizers simulate (:mod:`edgeprune.fakequant`); 8 also runs on real int8 kernels."""
+WeightClip = Literal["max", "mse", "kl"]
+"""Per-channel weight clipping rules of the k-bit grids (:mod:`edgeprune.clipping`)."""
 
 
 def distinct_seeds(value: list[int]) -> list[int]:

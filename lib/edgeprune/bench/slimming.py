@@ -17,12 +17,8 @@ import copy
 import torch
 
 from edgeprune import prune
-from edgeprune.checkpoints import load_dense
-from edgeprune.config import load_params
-from edgeprune.data import load_prepared
-from edgeprune.paths import ResultPaths
+from edgeprune.bench._pipeline import load_pipeline_model
 from edgeprune.recover.params import Budget
-from edgeprune.recover.protocol import Recovery
 from edgeprune.train import evaluate
 
 
@@ -40,11 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    params, paths = load_params(args.params), ResultPaths.at(args.results)
-    data = load_prepared(paths.prepared)
-    test = data.test.subset(args.test_images, seed=params.data.split_seed)
-    dense = load_dense(paths, args.model, 0)
-    recovery = Recovery(params.finetune, data.train)
+    run = load_pipeline_model(args.params, args.results, args.model, args.test_images)
+    params, test, dense, recovery = run.params, run.test, run.dense, run.recovery
     budgets = range(len(params.finetune.budgets))
     steps = [recovery.schedule(b).steps for b in budgets]
     top1 = lambda net: evaluate(net, test.x, test.y)  # noqa: E731

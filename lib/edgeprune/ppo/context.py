@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from edgeprune.checkpoints import load_dense
 from edgeprune.data import PreparedData
 from edgeprune.envs.prune_quant import Episode, density_reward
+from edgeprune.fakequant import QuantScheme
 from edgeprune.paths import ResultPaths
 from edgeprune.placement import resolve_device
 from edgeprune.ppo.agent import select_policy
@@ -51,9 +52,10 @@ class DenseContext:
             )
         self.select = unseen.subset(cfg.select_val_images, seed=0)
         self.groups = taylor_groups(self.final, taylor.x, taylor.y)
+        self.scheme = QuantScheme(cfg.weight_clip, activations=cfg.quantize == "weights+activations")
         self.search = CompressionSearch(
             self.final, self.groups, self.calib.x, val.x, val.y,
-            round_to=cfg.round_to, kl_bins=cfg.kl_bins, kl_stride=cfg.search_kl_stride,
+            round_to=cfg.round_to, kl_bins=cfg.kl_bins, kl_stride=cfg.search_kl_stride, scheme=self.scheme,
             batch_size=cfg.batch_size, device=device,
         )  # fmt: skip
         dense_top1 = self.search.reference.top1

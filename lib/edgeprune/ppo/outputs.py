@@ -64,6 +64,8 @@ def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame
                     "ppo_top1": ft["top1"],
                     "ppo_size_mb": ft["size_bytes"] / BYTES_PER_MB,
                     "ppo_bits": ft["bits"],
+                    "quantized": ft["extra"].get("quantized", "weights+activations"),  # rows before the choice existed
+                    "weight_clip": ft["extra"].get("weight_clip", "max"),
                     "ppo_sparsity": ft["sparsity_realised"],
                     "ppo_density": ft["extra"]["density_pct_per_mb"],
                     "static_prune_rate": static["extra"]["prune_rate"],
@@ -125,6 +127,8 @@ def summarise(
     return {
         "model": model_name,
         "seeds": primary.seed.tolist(),
+        "quantized": ", ".join(sorted(set(primary.quantized))),
+        "weight_clip": ", ".join(sorted(set(primary.weight_clip))),
         "metrics": metrics,
         "targets": targets,
         "budget_axis": axis,

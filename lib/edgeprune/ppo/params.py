@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeprune.fields import ModelNames, Seeds, SUPPORTED_BITS, repeats_field
+from edgeprune.fields import ModelNames, Seeds, SUPPORTED_BITS, WeightClip, repeats_field
 from edgeprune.schema import Section
 
 BYTES_PER_MB = 1e6
@@ -96,6 +96,15 @@ class PPOParams(Section):
         default_factory=lambda: ["random"],
         description="equal-budget search controls per seed (ppo.controls): random = uniform random per-layer rate "
         "and bit-width, as many configurations as the agent's episodes, chosen by the agent's rule",
+    )
+    weight_clip: WeightClip = Field(
+        "mse",
+        description="per-channel weight clipping of the k-bit grids (edgeprune.clipping): max = max-abs, mse = least "
+        "squared error, kl = KL divergence as the seed says; mse measured best (python -m edgeprune.bench weightclip)",
+    )
+    quantize: Literal["weights", "weights+activations"] = Field(
+        "weights+activations",
+        description="what the k-bit layers quantize: weights only, or their KL-calibrated inputs too",
     )
     qat: bool = Field(
         True,

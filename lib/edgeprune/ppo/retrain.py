@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
+from edgeprune.fakequant import QuantScheme
 from edgeprune.measure import INPUT_SHAPE
 from edgeprune.ppo.pruning import PrunePlan, apply_plan
 from edgeprune.recover.protocol import Recovery
@@ -32,14 +33,17 @@ def retrain(
     teacher: nn.Module | None = None,
     lr: float | None = None,
     qat: bool = True,
+    scheme: QuantScheme | None = None,
     input_shape: Sequence[int] = INPUT_SHAPE,
 ) -> nn.Module:
     """A copy of ``start`` pruned by ``plan`` and recovered at ``budget``; returned on the CPU in eval mode.
 
-    ``bits`` maps layer names to bit-widths (in the loop with ``qat``); ``lr`` overrides the
+    ``bits`` maps layer names to bit-widths (in the loop with ``qat``, quantized as ``scheme`` says);
+    ``lr`` overrides the
     budget's learning rate (rewound weights); ``teacher`` is the dense network distilled from.
     """
     model = apply_plan(start, plan, input_shape)
     return recovery.recover(
-        model, seed=seed, budget=budget, pruned=plan.removes_channels, teacher=teacher, bits=bits if qat else None, lr=lr
+        model, seed=seed, budget=budget, pruned=plan.removes_channels, teacher=teacher, bits=bits if qat else None, lr=lr,
+        scheme=scheme,
     )

@@ -8,21 +8,23 @@ An action is a prune rate per channel group and a bit-width per layer. Evaluatin
    channels were removed; an unpruned network keeps the statistics of dense training,
    which a few hundred images estimate worse (on the quick model, re-estimating them on
    128 images costs 1.4 points of validation top-1, on 2,048 still 1.2);
-3. KL-calibrate every layer's input quantizer on the same subset and fake-quantize
-   weights and activations at the layer's bit-width (:mod:`edgeprune.fakequant`);
+3. fake-quantize every layer's weights at its bit-width, their ranges clipped by the
+   scheme's rule (:mod:`edgeprune.clipping`), and, when the scheme quantizes activations
+   too, its input, KL-calibrated on the same subset (:mod:`edgeprune.fakequant`);
 4. top-1 on a fixed small validation subset; stored bytes with every weight at its
    bit-width (:func:`edgeprune.measure.model_size`).
 
 Results are cached by action, pruned models and activation histograms by prune rates
 (an action that changes only bit-widths skips steps 1-2 and the histogram pass), and
-thresholds by (rates, layer, bits). The cache is shared by every seed that searches
+thresholds and weight clip ratios by (rates, layer, bits). The cache is shared by every seed that searches
 the same dense model.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -116,6 +118,7 @@ class CompressionSearch:
         round_to: int = 1,
         kl_bins: int = fakequant.KL_BINS,
         kl_stride: int = 1,
+        scheme: fakequant.QuantScheme = fakequant.QuantScheme(),
         batch_size: int = 256,
         device: str | torch.device = "cpu",
         cache_models: int = 4,
@@ -131,10 +134,10 @@ class CompressionSearch:
         self.groups = list(groups)
         self.layers = describe_layers(self.model, self.groups, input_shape)
         self.calib_x, self.val_x, self.val_y = calib_x, val_x, val_y
-        self.round_to, self.kl_bins, self.kl_stride = round_to, kl_bins, kl_stride
+        self.round_to, self.kl_bins, self.kl_stride, self.scheme = round_to, kl_bins, kl_stride, scheme
         self.batch_size, self.input_shape = batch_size, input_shape
         self._cache_models = cache_models
-        self._models: OrderedDict[tuple[float, ...], tuple[nn.Module, dict]] = OrderedDict()
+        self._models: OrderedDict[tuple[float, ...], tuple[nn.Module, dict, fakequant.RatioMemo]] = OrderedDict()
         self._thresholds: dict[tuple, fakequant.ActivationQuant] = {}
         self._outcomes: dict[tuple, Outcome] = {}
         total, _ = count_params(self.model)
@@ -168,8 +171,9 @@ class CompressionSearch:
     def plan(self, rates: Sequence[float]) -> PrunePlan:
         return make_plan(self.groups, rates, self.round_to)
 
-    def _pruned(self, rates: tuple[float, ...]) -> tuple[nn.Module, dict]:
-        """The dense model pruned at ``rates``, BN recalibrated if pruned, and its activation histograms (LRU cache)."""
+    def _pruned(self, rates: tuple[float, ...]) -> tuple[nn.Module, dict, fakequant.RatioMemo]:
+        """The dense model pruned at ``rates``, BN recalibrated if pruned, its activation histograms (when the
+        scheme quantizes inputs) and the memo of its weights' clip ratios (LRU cache)."""
         if rates in self._models:
             self._models.move_to_end(rates)
             return self._models[rates]
@@ -177,11 +181,13 @@ class CompressionSearch:
         model = place(apply_plan(self.model, plan, self.input_shape), self.device)
         if plan.removes_channels:  # downstream statistics moved
             recalibrate_bn(model, self.calib_x, batch_size=self.batch_size)
-        calib = normalize(self.calib_x).to(self.device)
-        hists = fakequant.activation_histograms(
-            model, calib, self.layer_names, bins=self.kl_bins, batch_size=self.batch_size
-        )
-        self._models[rates] = (model, hists)
+        hists = {}
+        if self.scheme.activations:
+            calib = normalize(self.calib_x).to(self.device)
+            hists = fakequant.activation_histograms(
+                model, calib, self.layer_names, bins=self.kl_bins, batch_size=self.batch_size
+            )
+        self._models[rates] = (model, hists, {})
         while len(self._models) > self._cache_models:
             self._models.popitem(last=False)
         return self._models[rates]
@@ -189,26 +195,25 @@ class CompressionSearch:
     def bits_map(self, bits: Sequence[int]) -> dict[str, int]:
         return dict(zip(self.layer_names, bits, strict=True))
 
-    def _compressed(
-        self, rates: tuple[float, ...], bits: tuple[int, ...]
-    ) -> tuple[nn.Module, dict[str, fakequant.ActivationQuant]]:
-        """The pruned model and its layers' KL-calibrated input quantizers at ``bits``."""
-        model, hists = self._pruned(rates)
+    @contextmanager
+    def _simulated(self, rates: tuple[float, ...], bits: tuple[int, ...]) -> Iterator[nn.Module]:
+        """The pruned model quantized at ``bits`` by the scheme (inputs KL-calibrated where it quantizes them)."""
+        model, hists, memo = self._pruned(rates)
         acts = {}
-        for name, b in self.bits_map(bits).items():
+        for name, b in (self.bits_map(bits).items() if self.scheme.activations else ()):
             key = (rates, name, b)
             if key not in self._thresholds:
                 self._thresholds[key] = fakequant.threshold_from_histogram(*hists[name], b, stride=self.kl_stride)
             acts[name] = self._thresholds[key]
-        return model, acts
+        with fakequant.simulated(model, self.bits_map(bits), acts, weight_clip=self.scheme.weight_clip, memo=memo):
+            yield model
 
     def evaluate(self, rates: Sequence[float], bits: Sequence[int]) -> Outcome:
         """Top-1 on the validation subset and stored bytes of the compressed model."""
         rates, bits = self.check(rates, bits)
         key = (rates, bits)
         if key not in self._outcomes:
-            model, acts = self._compressed(rates, bits)
-            with fakequant.simulated(model, self.bits_map(bits), acts):
+            with self._simulated(rates, bits) as model:
                 top1 = self._top1(model)
             size = model_size(model, bits=fakequant.weight_bits(self.bits_map(bits))).total_bytes
             self._outcomes[key] = Outcome(top1, size, count_params(model)[0])
@@ -217,8 +222,7 @@ class CompressionSearch:
     def top1_on(self, rates: Sequence[float], bits: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> float:
         """Top-1 of the same compressed model on other images (the final selection's)."""
         rates, bits = self.check(rates, bits)
-        model, acts = self._compressed(rates, bits)
-        with fakequant.simulated(model, self.bits_map(bits), acts):
+        with self._simulated(rates, bits) as model:
             return self._top1(model, x, y)
 
     def dense_top1_on(self, x: torch.Tensor, y: torch.Tensor) -> float:

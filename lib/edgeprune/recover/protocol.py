@@ -110,6 +110,7 @@ class Recovery:
         lr: float | None = None,
         train: Split | None = None,
         calib_x: torch.Tensor | None = None,
+        scheme: fakequant.QuantScheme | None = None,
     ) -> nn.Module:
         """Recover ``model`` in place (steps 1-3 of the module docstring); returned on the CPU in eval mode.
 
@@ -117,7 +118,8 @@ class Recovery:
         training at all (BatchNorm re-estimation only: a controller without labels); ``pruned``:
         re-estimate BatchNorm first; ``teacher``: the dense network distilled from (used when
         ``finetune.distill_weight`` > 0); ``bits``: {layer: bit-width} of a quantized
-        network (QAT when any is below 8); ``lr`` overrides the budget's learning rate
+        network (QAT when any is below 8) quantized as ``scheme`` says (default: max-abs
+        weights, KL-calibrated inputs); ``lr`` overrides the budget's learning rate
         (PPO's rewound weights); ``train`` / ``calib_x`` replace the bound split and
         calibration images (a controller's recent buffer).
         """
@@ -138,8 +140,9 @@ class Recovery:
         if qat is None:
             fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         else:
-            acts = fakequant.calibrate(model.eval(), normalize(calib).to(self.device), qat)
-            with fakequant.quantization_aware(model, qat, acts):
+            scheme = scheme or fakequant.QuantScheme()
+            acts = fakequant.calibrate(model.eval(), normalize(calib).to(self.device), qat) if scheme.activations else {}
+            with fakequant.quantization_aware(model, qat, acts, weight_clip=scheme.weight_clip):
                 fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         return model.cpu().eval()
 

@@ -103,14 +103,16 @@ def _report(
     budget: int,
     hardware: bool = True,
 ) -> dict[str, Any]:
-    """One tidy row of a network recovered at ``budget``: accuracy and size of the KL-calibrated
-    fake-quantized model; with ``hardware``, int8 conversion and latency of the float pruned
-    model (k-bit layers have no kernels here)."""
+    """One tidy row of a network recovered at ``budget``: accuracy and size of the fake-quantized
+    model (quantized as ``ctx.scheme`` says); with ``hardware``, int8 conversion and latency of the
+    float pruned model (k-bit layers have no kernels here)."""
     cfg, device = params.ppo, resolve_device(params.device)
     model = place(model, device).eval()
-    calib = normalize(ctx.calib.x).to(device)
-    acts = fakequant.calibrate(model, calib, bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
-    simulated = fakequant.quantize_model(model, bits, acts)
+    acts = {}
+    if ctx.scheme.activations:
+        calib = normalize(ctx.calib.x).to(device)
+        acts = fakequant.calibrate(model, calib, bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
+    simulated = fakequant.quantize_model(model, bits, acts, weight_clip=ctx.scheme.weight_clip)
     shift = [c for c in params.shift.conditions if c != "clean"] if cfg.evaluate_shift else []
     common = dict(model_name=ctx.model_name, method=method, setting=setting, seed=seed, eval_batch_size=cfg.batch_size)
     row = harness.report(
@@ -131,6 +133,8 @@ def _report(
         "dense_seed": ctx.dense_seed,
         "hardware_model": "int8_* and latency_*: the float pruned model (k-bit layers are simulated only)",
         "qat": cfg.qat,
+        "quantized": ctx.scheme.label,
+        "weight_clip": ctx.scheme.weight_clip,
     }
     return row | ctx.recovery.columns(budget)
 
@@ -201,7 +205,7 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     tic = time.perf_counter()
     bits, static_bits = ctx.search.bits_map(chosen.bits), ctx.search.bits_map(ctx.static.bits)
     plan, static_plan = ctx.search.plan(chosen.rates), ctx.search.plan(ctx.static.rates)
-    common = dict(seed=seed, teacher=ctx.final, qat=cfg.qat)
+    common = dict(seed=seed, teacher=ctx.final, qat=cfg.qat, scheme=ctx.scheme)
     budgets = range(len(params.finetune.budgets))  # the budget axis: fine-tuned PPO and static at every budget
     tuned = [retrain(ctx.final, plan, bits, ctx.recovery, budget=b, **common) for b in budgets]
     static = [retrain(ctx.final, static_plan, static_bits, ctx.recovery, budget=b, **common) for b in budgets]

@@ -42,6 +42,7 @@ class ModelCosts:
     int8_convert_s: float  # one int8 conversion with one calibration batch
     int8_batch_s: float  # each further calibration batch of a conversion
     kl_bin_s: float  # one candidate bin of a KL threshold search (8 bits)
+    weight_clip_s: float  # choosing every layer's weight clip ratios (ppo.weight_clip, 4 bits)
     akperl_episode_s: float  # one AKPERL episode's pruning, power and floor (accuracy excluded)
     qsa_step_s: float  # one Adam step of every layer's QSA at qsa.calib_images x positions samples
     facts: ModelFacts = ModelFacts()
@@ -79,6 +80,7 @@ def seconds(work: Work, model: ModelCosts | None, costs: Costs) -> dict[str, flo
                + work.b1_calls * m.b1_s + work.int8_b1_calls * m.int8_b1_s)  # fmt: skip
     other += (work.prunes * m.prune_s + (work.int8_conversions + work.exports) * m.int8_convert_s
               + work.int8_extra_batches * m.int8_batch_s + work.kl_candidates * m.kl_bin_s
+              + work.weight_clips * m.weight_clip_s
               + work.akperl_episodes * m.akperl_episode_s + work.qsa_steps * m.qsa_step_s)  # fmt: skip
     return {"sgd": sgd, "forward": forward, "other": other}
 
@@ -118,6 +120,7 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
     import torch
 
     from edgeprune import fakequant, prune
+    from edgeprune.clipping import weight_clip_ratios
     from edgeprune.data import normalize
     from edgeprune.harness import measure_latency
     from edgeprune.models import create_model
@@ -171,8 +174,9 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
     evaluate(int8_model, xe, ye, batch_size=n_eval)
     int8_image_s = _timed(evaluate, int8_model, xe, ye, batch_size=n_eval)[0] / n_eval
     int8_b1_s = measure_latency(int8_model, shape, 1, warmup=3, repeats=4)["median_ms"] / 1e3
-    histogram_image_s = fakequant_image_s = kl_bin_s = 0.0
+    histogram_image_s = fakequant_image_s = kl_bin_s = weight_clip_s = 0.0
     if params.ppo is not None and name in params.ppo.models:
+        weight_clip_s = _timed(lambda: [weight_clip_ratios(m.weight, 4, params.ppo.weight_clip) for m in layers.values()])[0]
         bins = params.ppo.kl_bins
         hist_s, hists = _timed(fakequant.activation_histograms, model, normalize(xe), list(layers), bins=bins, batch_size=n_eval)
         kl_s, acts = _timed(lambda: {n: fakequant.threshold_from_histogram(*hists[n], 8) for n in layers})
@@ -193,6 +197,7 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
         eval_image_s=eval_image_s, int8_image_s=int8_image_s, histogram_image_s=histogram_image_s,
         fakequant_image_s=fakequant_image_s, b1_s=b1_s, int8_b1_s=int8_b1_s, prune_s=prune_s,
         int8_convert_s=convert_s, int8_batch_s=max(convert2_s - convert_s, 0.0), kl_bin_s=kl_bin_s,
+        weight_clip_s=weight_clip_s,
         akperl_episode_s=akperl_episode_s, qsa_step_s=qsa_step_s, facts=ModelFacts(units, len(layers)),
     )  # fmt: skip
 

@@ -21,7 +21,7 @@ def ppo_stage(ctx: Context) -> StagePlan:
     static grid (one uniform rate per prune rate, 8 bits), the selection and test references. Per
     seed: ``episodes`` search evaluations and the greedy one, each counted as new (the oracle's cache
     hits are not subtracted: an upper bound): the network pruned, BatchNorm re-estimated and every
-    layer's input histogrammed on ``calib_images``, a KL threshold per layer, top-1 of the
+    layer's input histogrammed on ``calib_images``, a KL threshold and weight clip ratios per layer, top-1 of the
     fake-quantized network on ``search_val_images``; ``finalists`` re-scored on the selection
     images. Retraining: the policy fine-tuned at every budget and rewound once, quantization-aware
     with ``ppo.qat`` (assumed: the policy keeps some layer below 8 bits); the static choice at
@@ -69,6 +69,7 @@ def ppo_stage(ctx: Context) -> StagePlan:
             for hardware in rows:  # the primary budget's rows measure int8 and latency of the float network
                 w.histogram_images += calib
                 w.kl_candidates += layers * c.kl_bins
+                w.weight_clips += 1
                 w.fakequant_images += n_test * (1 + shifts)
                 report_row(w, n_test, int8=c.int8 and hardware, calib=calib,
                         latency=(c.latency_warmup, c.latency_repeats) if c.latency and hardware else None)  # fmt: skip
@@ -84,8 +85,9 @@ def ppo_stage(ctx: Context) -> StagePlan:
 
 def _ppo_evaluation(w: Work, *, calib: int, kl_candidates: float, val: int, pruned: bool = True) -> None:
     """One new configuration for PPO's search oracle (:meth:`edgeprune.ppo.search.CompressionSearch.evaluate`):
-    pruned, BatchNorm re-estimated (when pruned), histograms and KL thresholds, simulated top-1."""
+    pruned, BatchNorm re-estimated (when pruned), histograms and KL thresholds, weight clip ratios, simulated top-1."""
     w.prunes += 1
+    w.weight_clips += 1
     w.eval_images += calib if pruned else 0
     w.histogram_images += calib
     w.kl_candidates += kl_candidates

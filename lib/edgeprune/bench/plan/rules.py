@@ -35,6 +35,7 @@ def recover(w: Work, params: Params, budget: int, train_images: int, kind: str =
     if kind == "qat":
         w.histogram_images += calib  # fakequant.calibrate: a KL threshold per layer (KL_BINS bins, stride 1)
         w.kl_candidates += layers * KL_BINS
+        w.weight_clips += 1  # fakequant.quantization_aware: each layer's clip ratios, once
         w.qat_images += images
     elif kind == "masked":
         w.masked_images += images

@@ -74,6 +74,7 @@ class Work:
     int8_extra_batches: float = 0.0  # further calibration batches of those conversions
     exports: float = 0.0  # TorchScript export files (trace, save, reload, compare), priced as an int8 conversion
     kl_candidates: float = 0.0  # histogram bins tried by KL threshold searches (bins / stride per threshold)
+    weight_clips: float = 0.0  # clip ratios chosen for every layer of a network (edgeprune.clipping, ppo.weight_clip)
     akperl_episodes: float = 0.0  # AKPERL episodes' pruning (graph, one prune and modelled power per unit)
     qsa_steps: float = 0.0  # Adam steps over every layer's QSA at qsa.calib_images x positions samples
     data_loads: float = 0.0  # torch.load of results/data/prepared.pt (every stage that reads images)

@@ -1,0 +1,138 @@
+"""Per-channel weight clipping (max-abs, MSE, KL): known optima with outliers, in the model-level API, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from test_fakequant import reference_divergences
+
+from edgeprune import fakequant
+from edgeprune.clipping import (
+    CLIP_RATIOS, KL_SAMPLES_PER_BIN, WEIGHT_CLIPS, channel_amax, quantize_channels, weight_clip_ratios,
+)  # fmt: skip
+
+
+def _error(weight: torch.Tensor, bits: int, clip: str) -> torch.Tensor:
+    """Per-channel squared quantization error under ``clip``."""
+    q = fakequant.fake_quantize_weight(weight, bits, clip)
+    return (weight - q).square().flatten(1).sum(1)
+
+
+def test_mse_picks_the_known_optimum_of_a_channel_with_an_outlier():
+    """200 weights at +-1 and one at 10, 2 bits (grid {-a, 0, a}): error 200 (1 - a)^2 + (10 - a)^2
+    for 2/3 <= a <= 2, least at a = 420 / 402 = 1.045; of the candidates a = 10 r, r = 0.10 wins
+    (error 81 vs 81.21 at 0.11), where max-abs (a = 10) rounds every +-1 to 0 (error 200)."""
+    row = torch.cat([torch.tensor([1.0, -1.0]).repeat(100), torch.tensor([10.0])])
+    weight = torch.stack([row, 2.5 * row])  # the second channel: the same shape, scaled
+    ratios = weight_clip_ratios(weight, 2, "mse")
+    assert ratios.tolist() == pytest.approx([0.10, 0.10])  # the optimum does not depend on the channel's scale
+    assert _error(weight, 2, "mse")[0] == pytest.approx(81.0, rel=1e-4)
+    assert _error(weight, 2, "max")[0] == pytest.approx(200.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_mse_is_the_best_candidate_and_never_worse_than_max_abs(bits):
+    torch.manual_seed(bits)
+    weight = torch.distributions.StudentT(3.0).sample((12, 40)).mul(0.1)  # heavy tails: outliers
+    ratios = weight_clip_ratios(weight, bits, "mse")
+    amax = channel_amax(weight)
+    by_candidate = torch.stack(
+        [(weight - quantize_channels(weight, r * amax, bits)).square().sum(1) for r in CLIP_RATIOS]
+    )
+    chosen = (weight - quantize_channels(weight, ratios * amax, bits)).square().sum(1)
+    assert torch.allclose(chosen, by_candidate.min(0).values)
+    assert (_error(weight, bits, "mse") <= _error(weight, bits, "max") + 1e-9).all()
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_kl_caps_every_channel_at_the_reference_algorithms_threshold(bits):
+    """A Laplace bulk with far outliers in one channel: the threshold of TensorRT's algorithm (the plain
+    scipy loop of test_fakequant) on the layer's |w| histogram caps the outlier channel and leaves the
+    channels whose range lies below it alone."""
+    torch.manual_seed(bits)
+    weight = torch.distributions.Laplace(0.0, 0.05).sample((16, 256))
+    weight[3, :4] = torch.tensor([2.0, -1.5, 1.8, -2.2])
+    magnitudes = weight.abs().flatten().double().numpy()
+    bins = min(fakequant.KL_BINS, max(2 ** bits, magnitudes.size // KL_SAMPLES_PER_BIN))
+    hist, edges = np.histogram(magnitudes, bins=bins, range=(0.0, magnitudes.max()))
+    divergences = reference_divergences(hist, bits)
+    threshold = edges[2 ** (bits - 1) + int(np.argmin(divergences))]
+    ratios = weight_clip_ratios(weight, bits, "kl")
+    amax = channel_amax(weight)
+    expected = torch.clamp(torch.tensor(threshold, dtype=torch.float64) / amax.double(), max=1.0).float()
+    assert torch.allclose(ratios, expected, rtol=1e-5)
+    assert ratios[3] < 0.5  # the outliers are clipped
+    assert ratios[3] == ratios.min() and (ratios[amax <= threshold] == 1).all()  # the cap is one value
+
+
+def test_max_abs_keeps_each_channels_range_and_zero_weights_are_exact():
+    weight = torch.randn(4, 9, generator=torch.Generator().manual_seed(0))
+    weight[2] = 0.0  # a pruned channel
+    for clip in WEIGHT_CLIPS:
+        ratios = weight_clip_ratios(weight, 4, clip)
+        assert ((ratios > 0) & (ratios <= 1)).all()
+        assert torch.equal(fakequant.fake_quantize_weight(weight, 4, clip)[2], torch.zeros(9))
+    assert torch.equal(weight_clip_ratios(weight, 4, "max"), torch.ones(4))
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+
+
+@pytest.mark.parametrize("clip", WEIGHT_CLIPS)
+def test_the_model_level_api_uses_the_rule_everywhere(clip):
+    """quantize_model, simulated and quantization_aware all compute with the rule's grid."""
+    model, bits = _net(), {"0": 3, "3": 3}
+    expected = {name: fakequant.fake_quantize_weight(model[int(name)].weight, 3, clip) for name in bits}
+    quantized = fakequant.quantize_model(model, bits, weight_clip=clip)
+    with fakequant.simulated(model, bits, weight_clip=clip) as simulated:
+        for name in bits:
+            assert torch.equal(simulated[int(name)].weight, expected[name])
+            assert torch.equal(quantized[int(name)].weight, expected[name])
+    with fakequant.quantization_aware(model, bits, weight_clip=clip) as aware:
+        assert parametrize.is_parametrized(aware[0], "weight")
+        for name in bits:
+            assert torch.equal(aware[int(name)].weight, expected[name])
+
+
+@pytest.mark.parametrize("bad", ["entropy", "MSE", ""])
+def test_an_unknown_clipping_rule_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="weight clipping must be one of"):
+        weight_clip_ratios(torch.randn(2, 3), 4, bad)
+    with pytest.raises(ValueError, match=repr(bad)):
+        fakequant.quantize_model(_net(), {"0": 4}, weight_clip=bad)
+
+
+def test_quantization_aware_training_keeps_the_ratios_chosen_at_entry():
+    """The grid of each step spans r_c max|w_c| of the current weights, r_c chosen once at entry."""
+    model = _net()
+    entry = weight_clip_ratios(model[3].weight, 3, "mse")
+    with fakequant.quantization_aware(model, {"3": 3}, weight_clip="mse") as aware:
+        with torch.no_grad():
+            latent = aware[3].parametrizations.weight.original
+            latent[:, :10] *= 3.0  # the weights move; the ratios stay
+        expected = quantize_channels(latent.detach(), entry * channel_amax(latent), 3)
+        assert torch.equal(aware[3].weight, expected)
+
+
+def test_a_network_trained_quantization_aware_is_deployed_on_the_grid_it_was_trained_for():
+    """The ratios chosen at QAT entry stay with the layer (outside its state dict) and quantize_model
+    uses them at the same bits and rule; another bit-width or rule chooses afresh."""
+    model = _net()
+    keys = set(model.state_dict())
+    entry = weight_clip_ratios(model[3].weight, 3, "mse")
+    with fakequant.quantization_aware(model, {"3": 3}, weight_clip="mse") as aware:
+        with torch.no_grad():
+            aware[3].parametrizations.weight.original[:, :40] *= 4.0  # training moved the weights
+    w = model[3].weight.detach()
+    assert not torch.equal(weight_clip_ratios(w, 3, "mse"), entry)  # choosing again would differ
+    deployed = fakequant.quantize_model(model, {"3": 3}, weight_clip="mse")
+    assert torch.equal(deployed[3].weight, quantize_channels(w, entry * channel_amax(w), 3))
+    assert torch.equal(fakequant.quantize_model(model, {"3": 4}, weight_clip="mse")[3].weight,
+                       fakequant.fake_quantize_weight(w, 4, "mse"))  # fmt: skip
+    assert set(model.state_dict()) == keys
