@@ -11,11 +11,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from edgeprune.akperl.controls import random_search
+from edgeprune.akperl.controls import allocate, greedy_search, random_search
 from edgeprune.akperl.agent import grid_search, select_coefficients, steps_to_fraction, train_agent
 from edgeprune import streams
 from edgeprune.akperl.dynamic import SwitchingNetwork, make_index_stream, run_stream
-from edgeprune.akperl.params import AkperlParams, DQNParams
+from edgeprune.akperl.params import LEVELS, AkperlParams, DQNParams
 from edgeprune.akperl.reward import RewardCoefficients, coefficient_grid, layer_weights
 from edgeprune.akperl.task import batch_stats
 from edgeprune.akperl.units import apply_levels, channel_sparsity, find_units, legal_level
@@ -146,6 +146,31 @@ def test_random_search_is_reproducible_spends_its_budget_and_keeps_the_best_rewa
     assert (run.episodes.sparsity >= 0.3).all()  # the agent's floor holds for the control too
     assert run.best.R == run.episodes.R.max() and len(run.levels) == len(task.units)
     assert run.summary()["episodes"] == 6 and run.condition == "clean"
+
+
+def test_greedy_allocation_takes_the_cheapest_moves_to_the_target():
+    """Unit 0 loses 1 pt per 10 % of sparsity, unit 1 loses 4: unit 0 goes as far as it can first."""
+    gains = np.array([[0.0, 0.1, 0.2, 0.3], [0.0, 0.1, 0.2, 0.3]])
+    drops = np.array([[0.0, 0.01, 0.02, 0.03], [0.0, 0.04, 0.08, 0.12]])
+    assert allocate(drops, gains, 0.2) == [2, 0]
+    assert allocate(drops, gains, 0.4) == [3, 1]
+    with pytest.raises(ValueError, match="unreachable"):
+        allocate(drops, gains, 0.7)
+
+
+def test_greedy_search_meets_the_agents_sparsity_target_on_the_tiny_resnet(task):
+    coef = RewardCoefficients(1.0, 0.5, 0.1, 0.01, layer_weights(task.units))
+    run = greedy_search(task, coef, seed=0, min_sparsity=0.3, stats_batch=8)
+    assert len(run.episodes) == len(task.units) * 3 + 1  # 25 / 50 / 75 % of every unit alone, then the allocation
+    assert run.best.equals(run.episodes.iloc[-1]) and run.summary()["episodes"] == len(run.episodes)
+    assert run.best.sparsity >= 0.3 - 1e-9 and len(run.levels) == len(task.units)
+    assert max(run.levels) < len(LEVELS) - 1  # no block removal among its moves
+    again = greedy_search(task, coef, seed=0, min_sparsity=0.3, stats_batch=8)
+    assert again.levels == run.levels  # deterministic
+    with pytest.raises(ValueError, match="sparsity target"):
+        greedy_search(task, coef, seed=0, min_sparsity=None, stats_batch=8)
+    with pytest.raises(ValidationError, match="enforce_target_sparsity"):
+        AkperlParams(controls=["greedy"], enforce_target_sparsity=False)
 
 
 def test_controls_refuse_a_zero_budget_an_unknown_condition_and_an_unknown_name(task):

@@ -152,6 +152,21 @@ def test_the_dqn_is_judged_against_equal_budget_random_search_as_our_check(res):
     assert "akperl_vs_random_search" not in claim_measurements(without)  # a run without controls: not testable
 
 
+def test_the_dqn_is_judged_against_the_greedy_allocation_as_our_check(res):
+    """A greedy control well ahead of the agent: the check says so ("not reproduced"); random stays judged apart."""
+    greedy = pd.DataFrame({"label": ["greedy"] * 3, "seed": [0, 1, 2], "condition": ["clean"] * 3, "R": [0.60, 0.63, 0.58]})
+    files = dict(res.akperl["mobilenet_v3_small"])
+    files["controls"] = pd.concat([files["controls"], greedy], ignore_index=True)
+    m = claim_measurements(Results(rows=res.rows, akperl={"mobilenet_v3_small": files}, ppo=res.ppo))
+    agent_r = np.array([0.50, 0.52, 0.47])
+    assert m["akperl_vs_greedy_search"][:2] == pytest.approx(_t_ci(agent_r - greedy.R.to_numpy()))
+    assert m["akperl_vs_random_search"][:2] == pytest.approx(_t_ci(agent_r - np.array(AGENT_R_MINUS)))
+    table = claims_table(m).set_index("id")
+    assert table.loc["akperl_vs_greedy_search", "paper"] == "AKPERL (our check)"
+    assert table.loc["akperl_vs_greedy_search", "verdict"] == "not reproduced"  # -0.107 ± 0.02: greedy is ahead
+    assert "akperl_vs_greedy_search" not in claim_measurements(res)  # a run without the greedy control
+
+
 def test_akperl_significance_is_the_largest_holm_adjusted_one_sided_p(res):
     p = [sps.ttest_ind(AKPERL, other, equal_var=False, alternative="greater").pvalue for other in (L1, MAG)]
     expected = multipletests(p, method="holm")[1].max()

@@ -72,7 +72,7 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
     extra = df["extra"].map(lambda e: json.loads(e) if isinstance(e, str) and e else {})
     df["power_mw_modelled"] = extra.map(lambda e: e.get("power_mw_modelled", np.nan))
     df["sparsity_pct"] = 100 * df["sparsity_realised"].astype(float)
-    order = {m: i for i, m in enumerate(["none", "l1_filter", "l1_regularised", "magnitude_structured", "random_search", "akperl"])}
+    order = {m: i for i, m in enumerate(["none", "l1_filter", "l1_regularised", "magnitude_structured", "random_search", "greedy_search", "akperl"])}
     summary = summarise(df, ["method"], TABLE1_METRICS).sort_values("method", key=lambda s: s.map(order))
     table = format_summary(summary, TABLE1_METRICS, digits={"top1": 2, "power_mw_modelled": 1, "latency_b1_ms": 2, "sparsity_pct": 1})
     table["n_seeds"] = summary["top1_n"].to_numpy()

@@ -45,9 +45,10 @@ class AkperlParams(Section):
     ablations: list[Literal["no_stats", "no_power", "uniform"]] = Field(
         default_factory=lambda: list(ABLATIONS), description="no input statistics in the state / beta=0 / uniform layer weights"
     )
-    controls: list[Literal["random"]] = Field(
-        default_factory=lambda: ["random"],
-        description="equal-budget search controls per seed (akperl.controls): random = uniform random levels, best by R",
+    controls: list[Literal["random", "greedy"]] = Field(
+        default_factory=lambda: ["random", "greedy"],
+        description="search controls per seed (akperl.controls): random = uniform random levels, as many configurations "
+        "as the agent's episodes, best by R; greedy = sensitivity allocation to target_sparsity (needs the target enforced)",
     )
     conditions: ConditionSet | None = Field(
         default_factory=lambda: ["clean", "low_light"], description="input conditions the policy sees; None = shift.conditions"
@@ -129,6 +130,11 @@ class AkperlParams(Section):
             raise ValueError(f"stream_seeds {stray} are not among seeds {self.seeds}")
         if self.stats_batch > self.stats_pool:
             raise ValueError(f"stats_batch ({self.stats_batch}) must not exceed stats_pool ({self.stats_pool})")
+        if "greedy" in self.controls and not (self.enforce_target_sparsity and self.target_sparsity > 0):
+            raise ValueError(
+                "controls has greedy, which allocates to a sparsity target: it needs target_sparsity > 0 and "
+                "enforce_target_sparsity true (or leave greedy out of controls)"
+            )
         if self.dqn.learning_starts >= min(self.dqn.steps, self.grid_steps):
             raise ValueError(
                 f"dqn.learning_starts ({self.dqn.learning_starts}) must be below dqn.steps and grid_steps "

@@ -61,7 +61,7 @@ class Comparison:
 
 
 COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("AKPERL", "akperl", "akperl", ("l1_filter", "magnitude_structured", "random_search"),
+    Comparison("AKPERL", "akperl", "akperl", ("l1_filter", "magnitude_structured", "random_search", "greedy_search"),
                {"top1": "higher", "power_mw_modelled": "lower", "latency_b1_ms": "lower"}),
     Comparison("QSA", "qsa", "qsa", ("l1_filter", "magnitude_structured"),
                {"int8_top1": "higher", "compression_int8": "higher", "int8_latency_b1_ms": "lower"}, ("model", "target")),

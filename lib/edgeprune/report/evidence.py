@@ -156,10 +156,14 @@ def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
     if controls is not None and policies is not None and len(controls):
         agent = policies[(policies["label"] == "akperl")]
         agent = agent[agent["condition"].isin(controls["condition"])].set_index("seed")["R"]
-        random = controls[controls["label"] == "random"].set_index("seed")["R"]
-        out["akperl_vs_random_search"] = _mci(
-            (agent - random).dropna(), f"{note}; random search scored as many configurations as the agent finished episodes"
-        )
+        budgets = {
+            "random": "random search scored as many configurations as the agent finished episodes",
+            "greedy": "greedy allocation from a sensitivity table of single-unit evaluations (fewer than the agent's)",
+        }
+        for label, budget in budgets.items():
+            control = controls[controls["label"] == label].set_index("seed")["R"]
+            if len(control):
+                out[f"akperl_vs_{label}_search"] = _mci((agent - control).dropna(), f"{note}; {budget}")
     ablations = files.get("ablations")
     if ablations is not None and "no_stats" in set(ablations["variant"]):
         full = ablations[ablations["variant"] == "full"].set_index("seed")["final_R"]
