@@ -17,7 +17,7 @@ from edgeprune import fakequant
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
-from edgeprune.ppo.controls import random_search
+from edgeprune.ppo.controls import greedy_search, random_search
 from edgeprune.ppo.agent import greedy_episode, select_policy, train_agent, warm_start_logits
 from edgeprune.ppo.params import PPOParams
 from edgeprune.data import Split
@@ -238,6 +238,31 @@ def test_random_search_spends_exactly_its_budget_reproducibly_through_the_env(se
         random_search(env, episodes=0, seed=0)
     with pytest.raises(ValidationError, match="controls"):
         PPOParams(controls=["grid"])
+
+
+def test_greedy_search_scores_the_largest_moves_first_and_allocates_above_the_floor(search):
+    """Each move scored alone from the mildest configuration (no pruning, 8 bits), the largest possible
+    saving first within the budget; the allocation last; the predicted top-1 above the floor; no randomness."""
+    env = make_env(search)
+    episodes = greedy_search(env, episodes=6, seed=0)
+    assert len(episodes) == 6 and episodes == env.episodes[-6:]
+    mild = ((0.0,) * len(search.groups), (8,) * len(search.layers))
+    for probe in episodes[:-1]:  # one move each: one group's rate or one layer's bit-width
+        changed = sum(r != m for r, m in zip(probe.rates, mild[0])) + sum(b != m for b, m in zip(probe.bits, mild[1]))
+        assert changed == 1
+    largest = max(search.layers, key=lambda la: la.params)
+    assert any(p.bits[search.layers.index(largest)] == 2 for p in episodes[:-1])  # 2 bits on the largest layer
+    base = search.evaluate(*mild)
+    drops = {(p.rates, p.bits): base.top1 - p.outcome.top1 for p in episodes[:-1]}
+    final = episodes[-1]
+    taken = [p for p in episodes[:-1] if all(  # the moves the allocation contains
+        fr == pr or pr == m for fr, pr, m in zip(final.rates, p.rates, mild[0])) and all(
+        fb == pb or pb == m for fb, pb, m in zip(final.bits, p.bits, mild[1]))]  # fmt: skip
+    assert base.top1 - sum(drops[(p.rates, p.bits)] for p in taken) >= env.accuracy_floor - 1e-9
+    again = greedy_search(make_env(search), episodes=6, seed=5)
+    assert [(e.rates, e.bits) for e in again] == [(e.rates, e.bits) for e in episodes]
+    with pytest.raises(ValueError, match="at least two episodes"):
+        greedy_search(env, episodes=1, seed=0)
 
 
 def test_env_penalises_every_point_below_the_floor(search):

@@ -206,6 +206,17 @@ def test_ppo_is_judged_against_equal_budget_random_search_as_our_check(res):
     assert claims_table(m).set_index("id").loc["ppo_vs_random_search", "paper"] == "PPO (our check)"
     no_control = res.ppo["mobilenet_v2"].assign(reward_gain_vs_random=np.nan)
     assert "ppo_vs_random_search" not in claim_measurements(Results(rows=res.rows, akperl=res.akperl, ppo={"mobilenet_v2": no_control}))
+    assert "ppo_vs_greedy_search" not in m  # the greedy control did not run
+
+
+def test_ppo_is_judged_against_the_greedy_allocation_as_our_check(res):
+    comp = res.ppo["mobilenet_v2"].assign(reward_gain_vs_greedy=[-0.3, -0.2, -0.4], density_gain_vs_greedy_pct=-5.0,
+                                          greedy_top1=71.0)  # fmt: skip
+    m = claim_measurements(Results(rows=res.rows, akperl=res.akperl, ppo={"mobilenet_v2": comp}))
+    assert m["ppo_vs_greedy_search"][:2] == pytest.approx(_t_ci([-0.3, -0.2, -0.4]))
+    assert "density gain over greedy -5 % at top-1 70.0 vs 71.0 %" in m["ppo_vs_greedy_search"].note
+    row = claims_table(m).set_index("id").loc["ppo_vs_greedy_search"]
+    assert row["paper"] == "PPO (our check)" and row["verdict"] == "not reproduced"  # the greedy control is ahead
 
 
 def test_claims_table_verdicts_follow_from_the_measurements(res):

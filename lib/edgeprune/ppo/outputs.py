@@ -26,6 +26,8 @@ __all__ = [
 ]  # fmt: skip
 
 STAGE = "ppo"
+CONTROLS = ("random", "greedy")
+"""The search controls (``ppo.controls``); their rows are ``<name>_search`` / ``<name>-ft``."""
 """The stage's DVC name and results folder."""
 # Targets of the issue (paper profile): >= 10x smaller than the fp32 dense model at
 # <= 1.5 points top-1 loss, with performance density >= 1.2x the static baseline's.
@@ -38,7 +40,8 @@ def out_dir(paths: ResultPaths, model_name: str) -> Path:
 
 def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame:
     """Per seed and recovery budget: PPO (fine-tuned; rewound at the primary budget) against the
-    static baseline and the random-search control recovered at the same budget, and the dense model.
+    static baseline and the search controls (:data:`CONTROLS`: random, greedy) recovered at the same
+    budget, and the dense model; a control that did not run gives NaN columns.
 
     ``*_reward`` is PPO's own objective on the test split after recovery: density relative to the
     dense model's, minus ``penalty`` per point below the accuracy floor (the dense test top-1 less
@@ -50,7 +53,7 @@ def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame
         lth = rows["ppo", "policy-lth", 0]
         for budget in sorted({key[2] for key in rows}):
             ft, static = rows["ppo", "policy-ft", budget], rows["static_pq", "uniform-8bit", budget]
-            control = rows.get(("random_search", "random-ft", budget))
+            picks = {name: rows.get((f"{name}_search", f"{name}-ft", budget)) for name in CONTROLS}
             primary = budget == 0
             table.append(
                 {
@@ -76,9 +79,10 @@ def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame
                     "lth_density": lth["extra"]["density_pct_per_mb"] if primary else float("nan"),
                     "ft_top1_float": ft["extra"]["top1_float"],
                     "lth_top1_float": lth["extra"]["top1_float"] if primary else float("nan"),
-                    "random_top1": control["top1"] if control else float("nan"),
-                    "random_density": control["extra"]["density_pct_per_mb"] if control else float("nan"),
-                }
+                    **{f"{name}_top1": pick["top1"] if pick else float("nan") for name, pick in picks.items()},
+                    **{f"{name}_density": pick["extra"]["density_pct_per_mb"] if pick else float("nan")
+                       for name, pick in picks.items()},
+                }  # fmt: skip
             )
     df = pd.DataFrame(table)
     df["density_ratio"] = df.ppo_density / df.static_density
@@ -87,12 +91,13 @@ def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame
     df["size_reduction"] = df.dense_size_mb / df.ppo_size_mb
     df["top1_loss"] = df.dense_top1 - df.ppo_top1
     df["lth_minus_ft_top1"] = df.lth_top1 - df.ppo_top1
-    df["density_gain_vs_random_pct"] = 100 * (df.ppo_density / df.random_density - 1)
     floor = df.dense_top1 - df.allowed_drop
     dense_density = df.dense_top1 / df.dense_size_mb
-    for arm in ("ppo", "random"):
+    for arm in ("ppo", *CONTROLS):
         df[f"{arm}_reward"] = df[f"{arm}_density"] / dense_density - penalty * (floor - df[f"{arm}_top1"]).clip(lower=0)
-    df["reward_gain_vs_random"] = df.ppo_reward - df.random_reward
+    for name in CONTROLS:
+        df[f"density_gain_vs_{name}_pct"] = 100 * (df.ppo_density / df[f"{name}_density"] - 1)
+        df[f"reward_gain_vs_{name}"] = df.ppo_reward - df[f"{name}_reward"]
     return df
 
 
@@ -157,11 +162,11 @@ def load(paths: ResultPaths, model_name: str) -> dict[str, Any]:
 
 
 def budget_axis(comparison: pd.DataFrame) -> pd.DataFrame:
-    """PPO against the static baseline (and the equal-budget random-search control, when it ran) at every
-    recovery budget: density gains, top-1s and PPO's loss against dense, mean ± 95% CI over seeds, one
-    column per budget."""
-    metrics = ["density_gain_pct", "reward_gain_vs_random", "density_gain_vs_random_pct", "ppo_top1", "static_top1",
-               "random_top1", "top1_loss"]
+    """PPO against the static baseline (and the equal-budget search controls that ran) at every recovery
+    budget: density gains, reward gains over the controls, top-1s and PPO's loss against dense, mean ± 95%
+    CI over seeds, one column per budget."""
+    gains = [f"{kind}_vs_{name}{unit}" for name in CONTROLS for kind, unit in (("reward_gain", ""), ("density_gain", "_pct"))]
+    metrics = ["density_gain_pct", *gains, "ppo_top1", "static_top1", *(f"{name}_top1" for name in CONTROLS), "top1_loss"]
     metrics = [m for m in metrics if m in comparison and comparison[m].notna().any()]
     long = comparison.melt(id_vars=["seed", "budget", "recovery_steps"], value_vars=metrics, var_name="quantity")
     table = stats.by_budget(long, "value", ["quantity"])

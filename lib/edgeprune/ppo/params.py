@@ -92,10 +92,11 @@ class PPOParams(Section):
         0.05, gt=0,
         description="initial lr when retraining from the rewound (early) weights; fine-tuning uses finetune.lr",
     )
-    controls: list[Literal["random"]] = Field(
-        default_factory=lambda: ["random"],
-        description="equal-budget search controls per seed (ppo.controls): random = uniform random per-layer rate "
-        "and bit-width, as many configurations as the agent's episodes, chosen by the agent's rule",
+    controls: list[Literal["random", "greedy"]] = Field(
+        default_factory=lambda: ["random", "greedy"],
+        description="equal-budget search controls per seed (ppo.controls), as many scored configurations as the agent's "
+        "episodes, picked by the agent's rule: random = uniform random per-layer rate and bit-width; greedy = "
+        "sensitivity allocation (each move scored alone, then the cheapest moves per byte above the floor)",
     )
     weight_clip: WeightClip = Field(
         "mse",

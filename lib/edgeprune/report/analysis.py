@@ -65,7 +65,7 @@ COMPARISONS: tuple[Comparison, ...] = (
                {"top1": "higher", "power_mw_modelled": "lower", "latency_b1_ms": "lower"}),
     Comparison("QSA", "qsa", "qsa", ("l1_filter", "magnitude_structured"),
                {"int8_top1": "higher", "compression_int8": "higher", "int8_latency_b1_ms": "lower"}, ("model", "target")),
-    Comparison("PPO", "ppo", "ppo", ("static_pq", "random_search"),
+    Comparison("PPO", "ppo", "ppo", ("static_pq", "random_search", "greedy_search"),
                {"top1": "higher", "density_pct_per_mb": "higher", "size_bytes": "lower", "int8_latency_b1_ms": "lower"},
                setting="policy-ft"),
 )  # fmt: skip

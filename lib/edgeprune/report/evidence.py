@@ -221,16 +221,20 @@ def _ppo(res: Results, out: dict[str, Measured], budget: int) -> None:
             out[claim] = _mci(comp["density_gain_pct"], f"{model}, seeds {comp['seed'].tolist()}")
         else:
             out[claim] = Measurement(None, None, f"no PPO run on {model or 'a MobileNet'} in this profile (ppo.models)")
-    controlled = [m for m in models if comparisons[m].get("reward_gain_vs_random", pd.Series(dtype=float)).notna().any()]
-    if controlled:
-        model = _mobilenet(controlled) or controlled[0]
-        comp = comparisons[model]
-        gain = comp["density_gain_vs_random_pct"]
-        out["ppo_vs_random_search"] = _mci(
-            comp["reward_gain_vs_random"],
-            f"{model}, seeds {comp['seed'].tolist()}; as many random configurations as PPO's episodes; density gain "
-            f"over random {gain.mean():+.0f} % at top-1 {comp['ppo_top1'].mean():.1f} vs {comp['random_top1'].mean():.1f} %",
-        )
+    budgets = {"random": "as many random configurations as PPO's episodes",
+               "greedy": "a greedy sensitivity allocation scoring as many configurations as PPO's episodes"}
+    for name, budget_text in budgets.items():
+        gain_column = f"reward_gain_vs_{name}"
+        controlled = [m for m in models if comparisons[m].get(gain_column, pd.Series(dtype=float)).notna().any()]
+        if controlled:
+            model = _mobilenet(controlled) or controlled[0]
+            comp = comparisons[model]
+            gain = comp[f"density_gain_vs_{name}_pct"]
+            out[f"ppo_vs_{name}_search"] = _mci(
+                comp[gain_column],
+                f"{model}, seeds {comp['seed'].tolist()}; {budget_text}; density gain over {name} {gain.mean():+.0f} % "
+                f"at top-1 {comp['ppo_top1'].mean():.1f} vs {comp[f'{name}_top1'].mean():.1f} %",
+            )
     if models:
         loss = pd.concat([comparisons[m]["top1_loss"] for m in models], ignore_index=True)
         out["ppo_accuracy_maintained"] = _mci(loss, f"{', '.join(models)} pooled, {len(loss)} runs")

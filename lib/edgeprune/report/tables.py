@@ -189,13 +189,16 @@ def ppo_density(res: Results) -> Table:
         "random_density": ("random-search density %/MB (equal budget)", 1),
         "density_gain_vs_random_pct": ("density gain over random search %", 1),
         "reward_gain_vs_random": ("reward gain over random search (PPO's objective)", 2),
+        "greedy_density": ("greedy-allocation density %/MB (equal budget)", 1),
+        "density_gain_vs_greedy_pct": ("density gain over greedy allocation %", 1),
+        "reward_gain_vs_greedy": ("reward gain over greedy allocation (PPO's objective)", 2),
         "ppo_top1": ("PPO top-1 % (simulated k-bit)", 2),
         "static_top1": ("static top-1 % (8-bit)", 2),
         "dense_top1": ("dense top-1 %", 2),
         "size_reduction": ("PPO size reduction x", 2),
         "ppo_bits": ("PPO mean bits", 2),
     }
-    metrics = {k: v for k, v in metrics.items() if k in comp and comp[k].notna().any()}  # a run without the control
+    metrics = {k: v for k, v in metrics.items() if k in comp and comp[k].notna().any()}  # a run without a control
     return _summary(comp, ["model"], metrics)
 
 

@@ -50,7 +50,7 @@ from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic,
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_policy, train_agent
 from edgeprune.ppo.context import STATIC_BITS, DenseContext
-from edgeprune.ppo.controls import random_search
+from edgeprune.ppo.controls import SEARCHES
 from edgeprune.ppo.outputs import (
     STAGE, budget_axis, compare, load, lth_table, out_dir, plot_learning_curves, plot_policy, plot_tradeoff, summarise,
 )  # fmt: skip
@@ -192,14 +192,14 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     timings["search_s"] = time.perf_counter() - tic
     timings["new_evaluations"] = ctx.search.evaluations - evaluations
 
-    tic = time.perf_counter()  # the equal-budget control: as many random configurations, the same choice rule
-    control_env = PruneQuantEnv(
-        ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty
-    )
-    randoms = random_search(control_env, episodes=len(env.episodes), seed=seed) if cfg.controls else []
-    random_chosen, random_finalists = (
-        select_policy(randoms, ctx.rescore, ctx.select_floor, cfg.finalists) if randoms else (None, [])
-    )
+    tic = time.perf_counter()  # the equal-budget controls: as many scored configurations, the same choice rule
+    controls = {}
+    for name in cfg.controls:
+        control_env = PruneQuantEnv(
+            ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty
+        )
+        scored = SEARCHES[name](control_env, episodes=len(env.episodes), seed=seed)
+        controls[name] = (scored, *select_policy(scored, ctx.rescore, ctx.select_floor, cfg.finalists))
     timings["control_search_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -212,9 +212,11 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     rewound = retrain(ctx.rewind, plan, bits, ctx.recovery, lr=cfg.rewind_lr, **common)
     timings["retrain_s"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    if random_chosen is not None:
-        random_bits, random_plan = ctx.search.bits_map(random_chosen.bits), ctx.search.plan(random_chosen.rates)
-        randomised = [retrain(ctx.final, random_plan, random_bits, ctx.recovery, budget=b, **common) for b in budgets]
+    control_nets = {
+        name: [retrain(ctx.final, ctx.search.plan(pick.rates), ctx.search.bits_map(pick.bits), ctx.recovery, budget=b,
+                       **common) for b in budgets]
+        for name, (_, pick, _) in controls.items()
+    }  # fmt: skip
     timings["control_retrain_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -241,13 +243,13 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
             extra={**searched, "retrain": "rewind", "hardware": "same architecture as policy-ft: see that row"},
         )
     )  # fmt: skip
-    if random_chosen is not None:
-        random_extra = {"search_top1": random_chosen.outcome.top1, "search_size_bytes": random_chosen.outcome.size_bytes,
-                        "select_top1": _select_top1(random_finalists, random_chosen), "retrain": "fine-tune",
-                        "episodes": len(randoms)}  # fmt: skip
+    for name, (scored, pick, pick_finalists) in controls.items():
+        control_extra = {"search_top1": pick.outcome.top1, "search_size_bytes": pick.outcome.size_bytes,
+                         "select_top1": _select_top1(pick_finalists, pick), "retrain": "fine-tune",
+                         "episodes": len(scored)}  # fmt: skip
         rows += [
-            _report(randomised[b], random_bits, method="random_search", setting="random-ft", **common, budget=b,
-                    hardware=b == 0, extra=random_extra)  # fmt: skip
+            _report(control_nets[name][b], ctx.search.bits_map(pick.bits), method=f"{name}_search",
+                    setting=f"{name}-ft", **common, budget=b, hardware=b == 0, extra=control_extra)  # fmt: skip
             for b in budgets
         ]
     timings["report_s"] = time.perf_counter() - tic
@@ -268,8 +270,8 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         "select_dense_top1": ctx.select_dense_top1,
         "finalists": _finalists_json(finalists),
         "static_finalists": _finalists_json(ctx.static_finalists),
-        "random_chosen": random_chosen.to_json() if random_chosen is not None else None,
-        "random_finalists": _finalists_json(random_finalists),
+        **{f"{name}_chosen": pick.to_json() for name, (_, pick, _) in controls.items()},
+        **{f"{name}_finalists": _finalists_json(picks) for name, (_, _, picks) in controls.items()},
         "plan": plan.to_json(),
         "policy": _policy_table(ctx, chosen, tuned[0]),
         "rows": rows,
@@ -327,9 +329,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
             log_episodes(live, [Episode.from_json(e) for e in record["episodes"]])
         keys = (
             "seed", "dense_seed", "accuracy_floor", "dense_search", "chosen", "greedy", "static", "select_floor",
-            "select_dense_top1", "finalists", "static_finalists", "random_chosen", "random_finalists", "plan", "policy",
+            "select_dense_top1", "finalists", "static_finalists", "plan", "policy",
         )  # fmt: skip
-        write_json_atomic(out / f"s{seed}" / "policy.json", {k: record[k] for k in keys})
+        picks = {f"{name}_{part}": record[f"{name}_{part}"] for name in cfg.controls for part in ("chosen", "finalists")}
+        write_json_atomic(out / f"s{seed}" / "policy.json", {k: record[k] for k in keys} | picks)
         write_csv_atomic(pd.DataFrame(record["episodes"]).rename_axis("episode"), out / f"s{seed}" / "episodes.csv", index=True)
     with atomic_write(out / "models" / "ppo-policy-ft.pt") as tmp:  # kept for the device-power stage
         shutil.copyfile(kept_model_path(paths, model_name, cfg.seeds[0]), tmp)

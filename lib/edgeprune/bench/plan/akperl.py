@@ -68,9 +68,11 @@ def _akperl_model(ctx: Context, units: int) -> tuple[Work, list[int]]:
         w.eval_images += _akperl_evaluations(units, conditions, a.accuracy_every, episodes) * accuracy_images
         w.fixed_s += sum(runs) * DQN_UPDATE_S
     w.akperl_episodes += (len(a.seeds) + n_ablation) * conditions  # ablation metrics: apply_levels per condition
-    # the equal-budget controls (akperl.controls): per seed as many random configurations as the agent
-    # finished training episodes, each scored once at its end (new configurations: no cache hits)
-    controls = len(a.controls) * len(a.seeds) * math.ceil(a.dqn.steps / units)
+    # the controls (akperl.controls), per seed, each configuration scored once at its end (new
+    # configurations: no cache hits): random, as many as the agent finished training episodes; greedy,
+    # every unit alone at three levels and the allocation
+    per_seed = {"random": math.ceil(a.dqn.steps / units), "greedy": 3 * units + 1}
+    controls = len(a.seeds) * sum(per_seed[name] for name in a.controls)
     w.akperl_episodes += controls
     w.eval_images += controls * accuracy_images
     networks = 3 + len(a.controls)  # L1 and magnitude at AKPERL's clean sparsity, AKPERL's network, each control's

@@ -28,8 +28,8 @@ def ppo_stage(ctx: Context) -> StagePlan:
     every budget only when the grid has no rate 0 (with rate 0 among them the static choice has
     been "no pruning, 8 bits", which the protocol returns untouched). Rows: KL calibration,
     simulated and float top-1 on the test images, int8 copy and latency of the primary budget's.
-    The random-search control (``ppo.controls``) repeats the search's evaluations and the
-    finalists with random configurations, and its pick is retrained and reported at every budget.
+    Each control (``ppo.controls``: random, greedy) repeats the search's evaluations and the
+    finalists with its own configurations, and its pick is retrained and reported at every budget.
     """
     p, c, sizes = ctx.params, ctx.params.ppo, ctx.sizes
     if c is None:
@@ -52,7 +52,7 @@ def ppo_stage(ctx: Context) -> StagePlan:
             for rate in c.prune_rates:
                 _ppo_evaluation(w, **search, pruned=rate > 0)
             w.fakequant_images += len(c.prune_rates) * n_select  # the static finalists re-scored
-        controls = 1 if c.controls else 0  # the random-search control, as many configurations as the agent's
+        controls = len(c.controls)  # each control scores as many configurations as the agent's
         kind = "qat" if c.qat else "pruned"
         for _seed in c.seeds:
             for _ in range((1 + controls) * (c.episodes + 1)):  # the agent's episodes and greedy one; the control's
@@ -75,9 +75,10 @@ def ppo_stage(ctx: Context) -> StagePlan:
                         latency=(c.latency_warmup, c.latency_repeats) if c.latency and hardware else None)  # fmt: skip
         work[model] = w
     first = next(iter(work.values()), Work())
-    searches = 1 + (1 if c.controls else 0)
+    searches = 1 + len(c.controls)
     count = (f"{seeds_text(len(c.seeds))} x ({c.episodes} episodes + 1) x {searches} searches (agent"
-             f"{', random control' if c.controls else ''}) = {len(c.seeds) * (c.episodes + 1) * searches} evaluations; "
+             f"{''.join(f', {name} control' for name in c.controls)}) = {len(c.seeds) * (c.episodes + 1) * searches} "
+             f"evaluations; "
              f"{first.recoveries} recoveries ({'QAT' if c.qat else 'float'}"
              f"{'' if static_recovered else '; static choice assumed unpruned'}) x {models_text(len(c.models))}")  # fmt: skip
     return StagePlan("ppo", len(c.models), count, work)
