@@ -12,7 +12,7 @@ from test_fakequant import reference_divergences
 
 from edgeprune import fakequant
 from edgeprune.clipping import (
-    CLIP_RATIOS, KL_SAMPLES_PER_BIN, WEIGHT_CLIPS, channel_amax, quantize_channels, weight_clip_ratios,
+    COARSE_RATIOS, FINE_STEPS, KL_SAMPLES_PER_BIN, WEIGHT_CLIPS, channel_amax, quantize_channels, weight_clip_ratios,
 )  # fmt: skip
 
 
@@ -35,16 +35,21 @@ def test_mse_picks_the_known_optimum_of_a_channel_with_an_outlier():
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_mse_is_the_best_candidate_and_never_worse_than_max_abs(bits):
+def test_mse_beats_every_coarse_ratio_and_is_least_in_its_fine_window(bits):
+    """The two-pass search: no coarse ratio (max-abs, 1.0, among them) has a smaller error, nor any ratio
+    of the 0.01 grid within 0.04 of the best coarse one."""
     torch.manual_seed(bits)
     weight = torch.distributions.StudentT(3.0).sample((12, 40)).mul(0.1)  # heavy tails: outliers
     ratios = weight_clip_ratios(weight, bits, "mse")
     amax = channel_amax(weight)
-    by_candidate = torch.stack(
-        [(weight - quantize_channels(weight, r * amax, bits)).square().sum(1) for r in CLIP_RATIOS]
-    )
-    chosen = (weight - quantize_channels(weight, ratios * amax, bits)).square().sum(1)
-    assert torch.allclose(chosen, by_candidate.min(0).values)
+    error = lambda r: (weight - quantize_channels(weight, r * amax, bits)).square().sum(1)  # noqa: E731
+    chosen = error(ratios)
+    for r in COARSE_RATIOS:
+        assert (chosen <= error(torch.full_like(amax, float(r))) + 1e-9).all()
+    coarse = torch.stack([error(torch.full_like(amax, float(r))) for r in COARSE_RATIOS])
+    coarse_best = COARSE_RATIOS[len(COARSE_RATIOS) - 1 - coarse.flip(0).argmin(0)]
+    for step in FINE_STEPS:
+        assert (chosen <= error((coarse_best + step).clamp(0.01, 1.0)) + 1e-9).all()
     assert (_error(weight, bits, "mse") <= _error(weight, bits, "max") + 1e-9).all()
 
 

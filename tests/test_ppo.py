@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 
 import pytest
@@ -14,6 +15,9 @@ from torch import nn
 from small_nets import chain, separable, train_briefly
 
 from edgeprune import fakequant
+from edgeprune.config import load_params
+from edgeprune.paths import ResultPaths, repo_root
+from edgeprune.ppo.context import _fingerprint
 from edgeprune.data import normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.models import create_model
@@ -384,3 +388,22 @@ def test_compare_judges_the_control_by_ppos_penalised_objective_not_density_alon
     assert comp.ppo_reward == pytest.approx(37.0 / dense_density)
     assert comp.random_reward == pytest.approx(120.0 / dense_density - 13.0)
     assert comp.density_gain_vs_random_pct < 0 < comp.reward_gain_vs_random  # denser, but far below the floor
+
+
+def test_a_seed_checkpoint_is_not_resumed_after_any_module_the_stage_runs_changes(tmp_path):
+    """The resume fingerprint hashes the stage's whole import closure: editing a module that only the
+    stage's imports reach (edgeprune/clipping.py, through fakequant) changes it."""
+    repo = tmp_path / "repo"
+    shutil.copytree(repo_root() / "lib" / "edgeprune", repo / "lib" / "edgeprune",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    paths = ResultPaths.at(tmp_path / "results")
+    dense = paths.dense("mobilenet_v3_small", 0)
+    dense.mkdir(parents=True)
+    for which in ("model", "rewind"):
+        (dense / f"{which}.pt").write_bytes(b"weights")
+    params = load_params(repo_root() / "lib/edgeprune/profiles/tiny.yaml")
+    before = _fingerprint(params, paths, "mobilenet_v3_small", 0, repo=repo)
+    assert _fingerprint(params, paths, "mobilenet_v3_small", 0, repo=repo) == before
+    with open(repo / "lib/edgeprune/clipping.py", "a") as f:
+        f.write("\n# changed\n")
+    assert _fingerprint(params, paths, "mobilenet_v3_small", 0, repo=repo) != before

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgeprune.checkpoints import load_dense
 from edgeprune.data import PreparedData
+from edgeprune.deps import module_closure
 from edgeprune.envs.prune_quant import Episode, density_reward
 from edgeprune.fakequant import QuantScheme
 from edgeprune.paths import ResultPaths
@@ -97,18 +98,15 @@ class DenseContext:
         return self._rescored[key]
 
 
-def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int) -> str:
-    """Hash of everything a seed's record depends on: params, dense weights and this method's code
-    (so a checkpoint made by other code is never resumed)."""
+def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int, repo: Path | None = None) -> str:
+    """Hash of everything a seed's record depends on: params, dense weights and every module the stage can run
+    (:func:`edgeprune.deps.module_closure`, the closure DVC's deps are derived from), so a checkpoint made by
+    other code is never resumed."""
     keys = {name: getattr(params, name).model_dump() for name in ("ppo", "finetune", "shift")}
     digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode())
     for which in ("model", "rewind"):
         digest.update((paths.dense(model_name, dense_seed) / f"{which}.pt").read_bytes())
-    package = Path(__file__).resolve().parents[1]
-    sources = [
-        *package.glob("ppo/*.py"), *package.glob("recover/*.py"), package / "envs" / "prune_quant.py",
-        package / "fakequant.py", package / "train.py", package / "stages" / "ppo.py",
-    ]  # fmt: skip
-    for source in sorted(sources):
+    repo = repo or Path(__file__).resolve().parents[3]  # module_closure reads repo/lib/edgeprune
+    for source in sorted(module_closure(repo, ["import edgeprune.stages.ppo"])):  # the code the stage runs
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
