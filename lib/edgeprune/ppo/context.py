@@ -28,9 +28,7 @@ from edgeprune.train import evaluate
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
-__all__ = ["STATIC_BITS", "DenseContext"]
-
-STATIC_BITS = 8
+__all__ = ["DenseContext"]
 """The static baseline's bit-width: one prune rate everywhere, every layer at 8 bits."""
 
 
@@ -67,15 +65,16 @@ class DenseContext:
                 f"top-1 {dense_top1:.2f}% on the search subset"
             )
         reference = self.search.reference
-        self.static_grid = []
+        self.static_grid = []  # the static baseline's space: one prune rate and one bit-width everywhere
         for rate in cfg.prune_rates:
-            outcome = self.search.uniform(rate, STATIC_BITS)
-            self.static_grid.append(
-                Episode(
-                    (rate,) * len(self.groups), (STATIC_BITS,) * len(self.search.layers), outcome,
-                    density_reward(outcome, reference, self.floor, cfg.penalty), outcome.top1 >= self.floor,
-                )  # fmt: skip
-            )
+            for bits in cfg.bits:
+                outcome = self.search.uniform(rate, bits)
+                self.static_grid.append(
+                    Episode(
+                        (rate,) * len(self.groups), (bits,) * len(self.search.layers), outcome,
+                        density_reward(outcome, reference, self.floor, cfg.penalty), outcome.top1 >= self.floor,
+                    )  # fmt: skip
+                )
         self._rescored: dict[tuple, float] = {}
         self.select_dense_top1 = self.search.dense_top1_on(self.select.x, self.select.y)
         self.select_floor = (

@@ -52,7 +52,8 @@ def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame
         rows = {(r["method"], r["setting"], int(r["budget"])): r for r in record["rows"]}
         lth = rows["ppo", "policy-lth", 0]
         for budget in sorted({key[2] for key in rows}):
-            ft, static = rows["ppo", "policy-ft", budget], rows["static_pq", "uniform-8bit", budget]
+            ft = rows["ppo", "policy-ft", budget]
+            static = next(r for (method, _, b), r in rows.items() if method == "static_pq" and b == budget)
             picks = {name: rows.get((f"{name}_search", f"{name}-ft", budget)) for name in CONTROLS}
             primary = budget == 0
             table.append(
@@ -72,6 +73,7 @@ def compare(records: list[dict[str, Any]], penalty: float = 1.0) -> pd.DataFrame
                     "ppo_sparsity": ft["sparsity_realised"],
                     "ppo_density": ft["extra"]["density_pct_per_mb"],
                     "static_prune_rate": static["extra"]["prune_rate"],
+                    "static_bits": static["extra"].get("static_bits", 8),  # 8: rows from before the uniform-bits grid
                     "static_top1": static["top1"],
                     "static_size_mb": static["size_bytes"] / BYTES_PER_MB,
                     "static_density": static["extra"]["density_pct_per_mb"],
@@ -237,8 +239,9 @@ def plot_tradeoff(outputs: dict[str, Any], model_name: str) -> plt.Figure:
     for seed, df in outputs["episodes"].items():
         ax.scatter(df.size_bytes / BYTES_PER_MB, df.top1, s=6, alpha=0.35, label=f"PPO episodes, seed {seed}")
     grid = outputs["static_grid"]
-    for dense_seed, df in grid.groupby("dense_seed"):
-        ax.plot(df.size_bytes / BYTES_PER_MB, df.top1, "k-o", ms=4, label=f"static uniform 8-bit (dense s{dense_seed})")
+    for (dense_seed, bits), df in grid.groupby(["dense_seed", "bits"]):
+        ax.plot(df.size_bytes / BYTES_PER_MB, df.top1, "-o", color=str(0.75 - 0.09 * bits), ms=3, lw=0.8,
+                label=f"static uniform {bits}-bit (dense s{dense_seed})")  # fmt: skip
     for seed, policy in outputs["policies"].items():
         ax.scatter(policy["chosen"]["size_bytes"] / BYTES_PER_MB, policy["chosen"]["top1"], marker="*", s=150,
                    edgecolor="k", label=f"chosen, seed {seed}")  # fmt: skip

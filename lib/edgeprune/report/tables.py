@@ -193,7 +193,7 @@ def ppo_density(res: Results) -> Table:
         "density_gain_vs_greedy_pct": ("density gain over greedy allocation %", 1),
         "reward_gain_vs_greedy": ("reward gain over greedy allocation (PPO's objective)", 2),
         "ppo_top1": ("PPO top-1 % (simulated k-bit)", 2),
-        "static_top1": ("static top-1 % (8-bit)", 2),
+        "static_top1": ("static top-1 % (uniform rate and bits)", 2),
         "dense_top1": ("dense top-1 %", 2),
         "size_reduction": ("PPO size reduction x", 2),
         "ppo_bits": ("PPO mean bits", 2),

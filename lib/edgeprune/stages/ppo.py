@@ -3,9 +3,10 @@
 For one model, once per dense model (dense seed):
 
 1. score channels by first-order Taylor importance on a few training batches;
-2. evaluate the static baseline grid (one prune rate everywhere, every layer at 8 bits)
-   and pick its densest configuration meeting the accuracy floor, confirmed on the
-   selection images (validation images the search never sees);
+2. evaluate the static baseline grid (one prune rate and one bit-width everywhere, every
+   pair of ``ppo.prune_rates`` x ``ppo.bits``) and pick its densest configuration meeting
+   the accuracy floor, confirmed on the selection images (validation images the search
+   never sees): PPO's own rule over the uniform space;
 
 then per seed (agent, fine-tuning subset and order):
 
@@ -15,7 +16,8 @@ then per seed (agent, fine-tuning subset and order):
    chosen (:func:`edgeprune.ppo.agent.select_policy`);
 4. retrain the chosen structure twice with the shared ``finetune`` budget: fine-tuning
    from the final dense weights, and lottery-ticket rewinding (the same channels, the
-   early weights of ``rewind.pt``); fine-tune the static choice like the first. Each
+   early weights of ``rewind.pt``); fine-tune the static choice like the first
+   (quantization-aware too when its bit-width is below 8). Each
    retraining re-estimates BN statistics first when channels were removed and, with
    ``ppo.qat``, is quantization-aware (:func:`edgeprune.ppo.retrain.retrain`);
 5. KL-calibrate and fake-quantize each at its bit-widths and report it on the test
@@ -23,8 +25,8 @@ then per seed (agent, fine-tuning subset and order):
    size with every weight at its bit-width; real int8 conversion and latency of the
    float pruned model.
 
-Rows: method ``ppo`` (settings ``policy-ft``, ``policy-lth``) and ``static_pq``
-(setting ``uniform-8bit``). A finished seed is checkpointed, so an interrupted run
+Rows: method ``ppo`` (settings ``policy-ft``, ``policy-lth``), ``static_pq`` (setting
+``uniform``; its rate and bits in ``extra``) and each control's ``<name>_search``. A finished seed is checkpointed, so an interrupted run
 resumes with the next one.
 """
 
@@ -49,7 +51,7 @@ from edgeprune.groups import width
 from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_policy, train_agent
-from edgeprune.ppo.context import STATIC_BITS, DenseContext
+from edgeprune.ppo.context import DenseContext
 from edgeprune.ppo.controls import SEARCHES
 from edgeprune.ppo.outputs import (
     STAGE, budget_axis, compare, load, lth_table, out_dir, plot_learning_curves, plot_policy, plot_tradeoff, summarise,
@@ -226,7 +228,7 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         "select_top1": _select_top1(finalists, chosen),
     }  # fmt: skip
     static_extra = {
-        "prune_rate": ctx.static.rates[0], "search_top1": ctx.static.outcome.top1,
+        "prune_rate": ctx.static.rates[0], "static_bits": ctx.static.bits[0], "search_top1": ctx.static.outcome.top1,
         "select_top1": _select_top1(ctx.static_finalists, ctx.static), "retrain": "fine-tune",
     }  # fmt: skip
     rows = []
@@ -234,7 +236,7 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
         rows += [
             _report(tuned[b], bits, method="ppo", setting="policy-ft", **common, budget=b, hardware=b == 0,
                     extra={**searched, "retrain": "fine-tune"}),
-            _report(static[b], static_bits, method="static_pq", setting="uniform-8bit", **common, budget=b,
+            _report(static[b], static_bits, method="static_pq", setting="uniform", **common, budget=b,
                     hardware=b == 0, extra=static_extra),
         ]  # fmt: skip
     rows.append(
@@ -342,7 +344,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     comparison = compare(records, penalty=cfg.penalty)
     write_csv_atomic(comparison, out / "comparison.csv")
     grid = [
-        {"dense_seed": d, "prune_rate": e.rates[0], "bits": STATIC_BITS, **e.to_json()}
+        {"dense_seed": d, "prune_rate": e.rates[0], **e.to_json(), "bits": e.bits[0]}
         for d, ctx in contexts.items()
         for e in ctx.static_grid
     ]

@@ -18,15 +18,14 @@ def ppo_stage(ctx: Context) -> StagePlan:
     """50_ppo_prune_quant, one item per model (``edgeprune.stages.ppo.run``).
 
     Per dense model: Taylor scores on ``taylor_images`` (a forward and backward pass each), the
-    static grid (one uniform rate per prune rate, 8 bits), the selection and test references. Per
+    static grid (one uniform rate and bit-width per pair of prune rates x bits), the selection and test references. Per
     seed: ``episodes`` search evaluations and the greedy one, each counted as new (the oracle's cache
     hits are not subtracted: an upper bound): the network pruned, BatchNorm re-estimated and every
     layer's input histogrammed on ``calib_images``, a KL threshold and weight clip ratios per layer, top-1 of the
     fake-quantized network on ``search_val_images``; ``finalists`` re-scored on the selection
     images. Retraining: the policy fine-tuned at every budget and rewound once, quantization-aware
     with ``ppo.qat`` (assumed: the policy keeps some layer below 8 bits); the static choice at
-    every budget only when the grid has no rate 0 (with rate 0 among them the static choice has
-    been "no pruning, 8 bits", which the protocol returns untouched). Rows: KL calibration,
+    every budget, quantization-aware (assumed: a uniform bit-width below 8 meets the floor). Rows: KL calibration,
     simulated and float top-1 on the test images, int8 copy and latency of the primary budget's.
     Each control (``ppo.controls``: random, greedy) repeats the search's evaluations and the
     finalists with its own configurations, and its pick is retrained and reported at every budget.
@@ -39,7 +38,6 @@ def ppo_stage(ctx: Context) -> StagePlan:
     n_test, calib = subset(c.eval_images, sizes.test), min(c.calib_images, sizes.train)
     shifts = shift_conditions(p) if c.evaluate_shift else 0
     budgets = len(p.finetune.budgets)
-    static_recovered = min(c.prune_rates) > 0
     dense_seeds = {dense_seed_for(p, s) for s in c.seeds}
     work = {}
     for model in c.models:
@@ -50,8 +48,9 @@ def ppo_stage(ctx: Context) -> StagePlan:
             w.train_images += min(c.taylor_images, sizes.train)
             w.eval_images += search_val + n_select + n_test  # dense references: search, selection, test
             for rate in c.prune_rates:
-                _ppo_evaluation(w, **search, pruned=rate > 0)
-            w.fakequant_images += len(c.prune_rates) * n_select  # the static finalists re-scored
+                for _bits in c.bits:
+                    _ppo_evaluation(w, **search, pruned=rate > 0)
+            w.fakequant_images += len(c.prune_rates) * len(c.bits) * n_select  # the static finalists re-scored
         controls = len(c.controls)  # each control scores as many configurations as the agent's
         kind = "qat" if c.qat else "pruned"
         for _seed in c.seeds:
@@ -60,7 +59,7 @@ def ppo_stage(ctx: Context) -> StagePlan:
             w.fixed_s += c.episodes * layers * PPO_STEP_S * (1 + controls) + c.episodes * c.n_epochs * PPO_MINIBATCH_S
             w.fakequant_images += (1 + controls) * c.finalists * n_select
             retrained = [(b, kind) for b in range(budgets)] + [(0, kind)]  # fine-tuned at every budget, rewound once
-            retrained += [(b, "pruned") for b in range(budgets)] if static_recovered else []
+            retrained += [(b, kind) for b in range(budgets)]  # the static choice, fine-tuned at every budget
             retrained += [(b, kind) for b in range(budgets)] * controls  # the control's pick, fine-tuned at every budget
             for b, k in retrained:
                 w.prunes += 1
@@ -79,8 +78,7 @@ def ppo_stage(ctx: Context) -> StagePlan:
     count = (f"{seeds_text(len(c.seeds))} x ({c.episodes} episodes + 1) x {searches} searches (agent"
              f"{''.join(f', {name} control' for name in c.controls)}) = {len(c.seeds) * (c.episodes + 1) * searches} "
              f"evaluations; "
-             f"{first.recoveries} recoveries ({'QAT' if c.qat else 'float'}"
-             f"{'' if static_recovered else '; static choice assumed unpruned'}) x {models_text(len(c.models))}")  # fmt: skip
+             f"{first.recoveries} recoveries ({'QAT' if c.qat else 'float'}) x {models_text(len(c.models))}")  # fmt: skip
     return StagePlan("ppo", len(c.models), count, work)
 
 
