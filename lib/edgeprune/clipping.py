@@ -20,7 +20,8 @@ rounding error (a large range, coarse steps) against clipping error (a small one
     min(1, t / max|w_c|). Pooling channel-normalised magnitudes instead puts every
     channel's maximum in the last bin, and that spike makes KL refuse any clipping.
 
-  Exact zeros (pruned weights) are left out of both searches' statistics: every grid holds them.
+  Exact zeros (pruned weights) sway neither search: every grid holds them exactly, so they add
+  no squared error, and the ``kl`` histogram leaves them out.
 """
 
 from __future__ import annotations
