@@ -2,7 +2,7 @@
 
 The stage (:mod:`edgeprune.stages.ppo`) writes ``results/ppo/<model>/``: ``rows.csv`` (the tidy
 results table), ``comparison.csv`` (:func:`compare`: per seed and recovery budget, PPO against the
-static baseline and the random-search control), ``static_grid.csv``, ``summary.json``
+static baseline and the search controls), ``static_grid.csv``, ``summary.json``
 (:func:`summarise`) and per seed ``s<seed>/policy.json`` and ``s<seed>/episodes.csv``.
 :func:`load` reads them back.
 """
