@@ -96,16 +96,10 @@ def random_search(
         task, coefficients, accuracy_every=len(task.units), stats_batch=stats_batch, min_sparsity=min_sparsity
     )  # accuracy measured once per configuration, at its end (R's accuracy)
     rng = np.random.default_rng(seed)
-    rows = []
-    for episode in range(1, episodes + 1):
-        env.reset(options={"condition": condition, "reference": True})
-        done = False
-        while not done:
-            _, _, done, _, info = env.step(int(rng.integers(len(LEVELS))))
-        rows.append({
-            "episode": episode, "levels": info["levels"], "R": info["R"], "acc": info["acc"], "power": info["power"],
-            "sparsity": info["sparsity"],
-        })  # fmt: skip
+    rows = [
+        {"episode": episode, **_score(env, [int(rng.integers(len(LEVELS))) for _ in task.units], condition)}
+        for episode in range(1, episodes + 1)
+    ]  # the same draws, in the same order, as one per step
     return ControlRun("random", seed, condition, pd.DataFrame(rows), time.perf_counter() - tic)
 
 
