@@ -19,7 +19,7 @@ from edgeprune.config import Params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "lib" / "edgeprune" / "profiles" / "tiny.yaml"
-FACTS = plan.ModelFacts(akperl_units=12, layers=40)
+FACTS = plan.ModelFacts(akperl_units=12, layers=40, groups=15)
 
 
 def tiny_raw() -> dict:
@@ -79,6 +79,8 @@ def test_dense_count_follows_epochs_models_and_seeds():
 def test_method_recoveries_double_with_seeds(section):
     raw = tiny_raw()
     raw.setdefault(section, {})["seeds"] = [0]
+    if section == "ppo":  # the sensitivity table is per dense model: test_ppo_sensitivity_table_is_counted_once
+        raw["ppo"]["signal"] = "ptq"
     base = stage(raw, section).total
     raw[section]["seeds"] = [0, 1]
     twice = stage(raw, section).total
@@ -86,6 +88,25 @@ def test_method_recoveries_double_with_seeds(section):
     assert base.recoveries > 0
     assert twice.recoveries == 2 * base.recoveries
     assert sum(getattr(twice, f) for f in sgd) == 2 * sum(getattr(base, f) for f in sgd)
+
+
+def test_ppo_sensitivity_table_is_counted_once_per_dense_model():
+    raw = tiny_raw()
+    raw["ppo"].update(seeds=[0], signal="sensitivity", sensitivity={"steps": 3, "calibration": 2, "holdout": 5})
+    p = Params.model_validate(raw).ppo
+    base = stage(raw, "ppo").total
+    raw["ppo"]["signal"] = "ptq"
+    ptq = stage(raw, "ppo").total
+    searches = 1 + len(p.controls)
+    table = 1 + FACTS.layers * (len(p.bits) - 1) + FACTS.groups * (len(p.prune_rates) - 1)
+    recovered = p.sensitivity.calibration + p.sensitivity.holdout + p.finalists * (1 + searches)  # static grid's too
+    assert base.recoveries == ptq.recoveries + table + recovered
+    raw["ppo"]["seeds"] = [0, 1]  # one dense model (seed 1 is not trained): still one table
+    ptq_twice = stage(raw, "ppo").total
+    raw["ppo"]["signal"] = "sensitivity"
+    twice = stage(raw, "ppo").total
+    assert twice.recoveries - base.recoveries == ptq_twice.recoveries - ptq.recoveries + p.finalists * searches
+    assert base.qat_images > ptq.qat_images
 
 
 def test_akperl_counts_follow_seeds_and_steps():

@@ -110,6 +110,13 @@ def test_a_network_that_lost_nothing_is_returned_untouched(trained, data, monkey
             torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
 
 
+def test_force_fine_tunes_a_network_that_lost_nothing(trained, data, monkeypatch):
+    calls = []
+    monkeypatch.setattr(protocol, "fit", lambda model, *a, **k: calls.append(model))
+    recovery(data).recover(copy.deepcopy(trained), seed=0, pruned=False, bits={"0": 8, "3": 8}, force=True)
+    assert len(calls) == 1  # in float: no layer is below 8 bits
+
+
 def test_teacher_is_distilled_from_only_with_a_distillation_weight(trained, data, monkeypatch):
     teachers = []
     monkeypatch.setattr(protocol, "fit", lambda model, *a, teacher=None, **k: teachers.append((teacher, a[1].distill_weight)))

@@ -41,7 +41,7 @@ BUDGET_KEYS = (
     "akperl.dqn.batch_size",
     "ppo.episodes", "ppo.episodes_per_update", "ppo.taylor_images", "ppo.calib_images", "ppo.search_val_images",
     "ppo.select_val_images", "ppo.kl_bins", "ppo.batch_size", "ppo.finalists", "ppo.eval_images", "ppo.latency_warmup",
-    "ppo.latency_repeats",
+    "ppo.latency_repeats", "ppo.sensitivity",
     "qsa.calib_images", "qsa.steps", "qsa.eval_images", "qsa.latency_repeats",
     "qsa.controller.batches_per_condition", "qsa.controller.batch_size", "qsa.controller.buffer_batches",
     "qsa.controller.retrain_steps", "qsa.controller.fine_tune_epochs",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,14 @@ from edgeprune.data import PreparedData
 from edgeprune.deps import module_closure
 from edgeprune.envs.prune_quant import Episode, density_reward
 from edgeprune.fakequant import QuantScheme
+from edgeprune.io import write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.placement import resolve_device
 from edgeprune.ppo.agent import select_policy
+from edgeprune.ppo.outputs import STAGE
 from edgeprune.ppo.pruning import taylor_groups
 from edgeprune.ppo.search import CompressionSearch, Outcome
+from edgeprune.ppo.sensitivity import RecoveredScorer, SensitivityTable, measure_table, validate, weights_hash
 from edgeprune.recover.protocol import Recovery
 from edgeprune.train import evaluate
 
@@ -57,6 +61,19 @@ class DenseContext:
             round_to=cfg.round_to, kl_bins=cfg.kl_bins, kl_stride=cfg.search_kl_stride, scheme=self.scheme,
             batch_size=cfg.batch_size, device=device,
         )  # fmt: skip
+        self.scorer = RecoveredScorer(self.search, self.recovery)
+        self.table: SensitivityTable | None = None
+        self.sensitivity: dict | None = None  # the predictor's fit and held-out check
+        if cfg.signal == "sensitivity":
+            self.table = self._table(params, paths)
+            tic = time.perf_counter()
+            predictor, self.sensitivity = validate(
+                self.table, lambda rates, bits: self.scorer(rates, bits, 0, val.x, val.y).top1,
+                calibration=cfg.sensitivity.calibration, holdout=cfg.sensitivity.holdout,
+            )  # fmt: skip
+            self.sensitivity["seconds"] = round(time.perf_counter() - tic, 2)
+            predictor.check(self.final, self.search.layer_names, [group.root for group in self.groups])
+            self.search.use_predictor(predictor.top1)
         dense_top1 = self.search.reference.top1
         self.floor = cfg.accuracy_floor if cfg.accuracy_floor is not None else dense_top1 - cfg.max_accuracy_drop
         if self.floor > dense_top1:
@@ -80,20 +97,46 @@ class DenseContext:
         self.select_floor = (
             cfg.accuracy_floor if cfg.accuracy_floor is not None else self.select_dense_top1 - cfg.max_accuracy_drop
         )
-        self.static, self.static_finalists = select_policy(
-            self.static_grid, self.rescore, self.select_floor, finalists=len(self.static_grid)
-        )
+        self.static, self.static_finalists = select_policy(self.static_grid, self.rescore, self.select_floor, cfg.finalists)
         self.test = data.test.subset(cfg.eval_images, seed=params.data.split_seed)
         top1 = evaluate(self.final, self.test.x, self.test.y, batch_size=cfg.batch_size, device=device)
         self.dense_test = Outcome(top1, reference.size_bytes, reference.params)
         self.fingerprint = _fingerprint(params, paths, model_name, dense_seed)
 
+    def _table(self, params: Params, paths: ResultPaths) -> SensitivityTable:
+        """The dense model's sensitivity table: kept beside the stage's checkpoints and measured again only
+        when the dense weights or the settings it was measured with changed."""
+        cfg = params.ppo
+        path = paths.root / "checkpoints" / STAGE / self.model_name / f"sensitivity-d{self.dense_seed}.json"
+        settings = {
+            "steps": cfg.sensitivity.steps, "batch_size": cfg.sensitivity.batch_size, "finetune": params.finetune.model_dump(), "scheme": self.scheme.label,
+            "weight_clip": self.scheme.weight_clip, "prune_rates": sorted(cfg.prune_rates), "bits": sorted(cfg.bits),
+            "round_to": cfg.round_to, "search_val_images": cfg.search_val_images, "calib_images": cfg.calib_images,
+            "taylor_images": cfg.taylor_images, "kl_bins": cfg.kl_bins, "search_kl_stride": cfg.search_kl_stride,
+            "code": _code_digest("edgeprune.ppo.sensitivity"),
+        }  # fmt: skip
+        if path.is_file():
+            table = SensitivityTable.load(path)
+            if table.dense_hash == weights_hash(self.final) and table.settings == settings:
+                return table
+        table = measure_table(
+            self.search, self.recovery, prune_rates=cfg.prune_rates, bits=cfg.bits, steps=cfg.sensitivity.steps,
+            batch_size=cfg.sensitivity.batch_size, settings=settings,
+        )  # fmt: skip
+        write_json_atomic(path, table.to_json())
+        return table
+
     def rescore(self, episode: Episode) -> float:
-        """Top-1 of an episode's compressed model on the selection images (unseen by the search),
-        once per configuration: the static grid and every seed's finalists often share one."""
+        """Top-1 of an episode's compressed model on the selection images (unseen by the search), once per
+        configuration (the static grid and every seed's finalists often share one): after the stage's
+        recovery (finetune budget 0) with ``ppo.signal: sensitivity``, post-training quantized with ``ptq``."""
         key = (episode.rates, episode.bits)
         if key not in self._rescored:
-            self._rescored[key] = self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
+            if self.table is not None:
+                score = self.scorer(episode.rates, episode.bits, 0, self.select.x, self.select.y)
+                self._rescored[key] = score.top1
+            else:
+                self._rescored[key] = self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
         return self._rescored[key]
 
 
@@ -105,7 +148,14 @@ def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed
     digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode())
     for which in ("model", "rewind"):
         digest.update((paths.dense(model_name, dense_seed) / f"{which}.pt").read_bytes())
+    digest.update(_code_digest("edgeprune.stages.ppo", repo).encode())  # the code the stage runs
+    return digest.hexdigest()[:16]
+
+
+def _code_digest(module: str, repo: Path | None = None) -> str:
+    """Hash of every source file ``module`` imports (:func:`edgeprune.deps.module_closure`)."""
+    digest = hashlib.sha1()
     repo = repo or Path(__file__).resolve().parents[3]  # module_closure reads repo/lib/edgeprune
-    for source in sorted(module_closure(repo, ["import edgeprune.stages.ppo"])):  # the code the stage runs
+    for source in sorted(module_closure(repo, [f"import {module}"])):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]

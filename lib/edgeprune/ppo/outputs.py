@@ -159,8 +159,49 @@ def load(paths: ResultPaths, model_name: str) -> dict[str, Any]:
         "policies": {s: read_json(out / f"s{s}" / "policy.json") for s in seeds},
         "episodes": {s: pd.read_csv(out / f"s{s}" / "episodes.csv") for s in seeds},
     }
+    found["sensitivity"] = {
+        int(path.stem.split("-d")[1]): read_json(path) for path in sorted(out.glob("sensitivity-d*.json"))
+    }  # per dense seed: {"table", "predictor"} (ppo.signal: sensitivity)
     return found | {name: pd.read_csv(out / f"{name}.csv") for name in ("comparison", "static_grid")
                     if (out / f"{name}.csv").is_file()}  # fmt: skip
+
+
+def predictor_table(outputs: dict[str, Any]) -> pd.DataFrame:
+    """Per dense seed: how the sensitivity predictor was fitted and how well it ranks held-out configurations."""
+    rows = []
+    for dense_seed, found in outputs.get("sensitivity", {}).items():
+        fit, table = found["predictor"], found["table"]
+        rows.append({
+            "dense_seed": dense_seed, "table_entries": sum(len(r) - 1 for r in table["bits_scores"] + table["rate_scores"]),
+            "entry_steps": table["settings"]["steps"], "table_seconds": table["seconds"], "fitted_on": fit["fitted_on"],
+            "slope": fit["slope"], "intercept": fit["intercept"], "spearman_holdout": fit["spearman_holdout"],
+            "mae_holdout": fit["mae_holdout"], "validate_seconds": fit["seconds"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def plot_sensitivity(table: dict[str, Any], model_name: str) -> plt.Figure:
+    """Heat map of the sensitivity table: top-1 points lost by each single change after the short recovery."""
+    base = table["base"]["top1"]
+    bits = [[base - s["top1"] for s in row[1:]] for row in table["bits_scores"]]
+    rates = [[base - s["top1"] for s in row[1:]] for row in table["rate_scores"]]
+    fig, (ax_bits, ax_rates) = plt.subplots(
+        1, 2, figsize=(9.5, max(4.0, 0.13 * len(bits))), gridspec_kw={"width_ratios": [len(table["bits"]) - 1 or 1,
+                                                                                         len(table["rates"]) - 1 or 1]}
+    )  # fmt: skip
+    for ax, values, labels, names, title in (
+        (ax_bits, bits, [f"{b}b" for b in table["bits"][1:]], table["layers"], "layer to a lower bit-width"),
+        (ax_rates, rates, [f"{r:g}" for r in table["rates"][1:]], table["groups"], "channel group to a prune rate"),
+    ):
+        image = ax.imshow(values, aspect="auto", cmap="magma_r", vmin=min(0.0, min(map(min, values), default=0.0)))
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=4.5)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.6, label="top-1 points lost")
+    fig.suptitle(f"{model_name}: sensitivity after {table['settings']['steps']} recovery steps "
+                 f"(base {base:.1f}%, search images)", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
 
 
 def budget_axis(comparison: pd.DataFrame) -> pd.DataFrame:
@@ -247,7 +288,8 @@ def plot_tradeoff(outputs: dict[str, Any], model_name: str) -> plt.Figure:
                    edgecolor="k", label=f"chosen, seed {seed}")  # fmt: skip
     ax.axhline(next(iter(outputs["policies"].values()))["accuracy_floor"], color="k", ls="--", lw=0.8)
     ax.set_xscale("log")
-    ax.set(xlabel="stored MB (real bit-widths, log)", ylabel="search top-1 (%, BN-recalibrated, no fine-tuning)")
+    ax.set(xlabel="stored MB (real bit-widths, log)",
+           ylabel="search top-1 (%: post-training, or predicted after recovery)")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     ax.set_title(f"{model_name}: accuracy vs size during the search", fontsize=10)

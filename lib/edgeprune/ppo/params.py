@@ -19,6 +19,21 @@ BYTES_PER_MB = 1e6
 """Performance density is top-1 % per MB of 10^6 bytes (stored at the real bit-widths)."""
 
 
+class SensitivityParams(Section):
+    """The per-layer sensitivity table and its predictor (``ppo.signal: sensitivity``, :mod:`edgeprune.ppo.sensitivity`)."""
+
+    steps: int = Field(2, ge=1, description="recovery steps of every single-change table entry")
+    batch_size: int = Field(
+        32, ge=1, description="images per step of a table entry's recovery (the protocol's, at this batch size)"
+    )
+    calibration: int = Field(
+        4, ge=0, description="random configurations recovered at finetune budget 0 that fit top-1 on predicted loss"
+    )
+    holdout: int = Field(
+        4, ge=0, description="further configurations recovered the same way: the predictor's Spearman correlation"
+    )
+
+
 class PPOParams(Section):
     """PPO prune + quantize: search space, reward, agent, search budget, retraining, report."""
 
@@ -69,6 +84,14 @@ class PPOParams(Section):
         1.5, ge=0,
         description="initial policy: logit penalty per step away from the mildest option (0 = uniform)",
     )
+    # the search signal
+    signal: Literal["sensitivity", "ptq"] = Field(
+        "sensitivity",
+        description="what scores a configuration during the search: sensitivity = predicted top-1 after recovery "
+        "(per-layer table with short QAT recoveries, calibrated on recovered configurations; finalists re-scored "
+        "after a real recovery); ptq = measured top-1 of the post-training quantized network (the ablation)",
+    )
+    sensitivity: SensitivityParams = Field(default_factory=SensitivityParams)
     # fast search-time evaluation
     taylor_images: int = Field(64, ge=1, description="training images whose loss gradient scores channels")
     calib_images: int = Field(64, ge=1, description="training images for BN recalibration and activation calibration")

@@ -142,6 +142,8 @@ def apply_plan(model: nn.Module, plan: PrunePlan, input_shape: Sequence[int] = I
     channels, the root's indices stay valid while other groups shrink.
     """
     pruned = copy.deepcopy(model).cpu().eval()
+    if not plan.removes_channels:  # nothing to remove: skip tracing the dependency graph
+        return pruned
     graph = dependency_graph(pruned, input_shape)
     for root, idxs in plan.removed:
         if not idxs:

@@ -14,6 +14,10 @@ An action is a prune rate per channel group and a bit-width per layer. Evaluatin
 4. top-1 on a fixed small validation subset; stored bytes with every weight at its
    bit-width (:func:`edgeprune.measure.model_size`).
 
+With a predictor (:meth:`CompressionSearch.use_predictor`, ``ppo.signal: sensitivity``) steps
+2-4's top-1 is replaced by the predicted top-1 after recovery (:mod:`edgeprune.ppo.sensitivity`);
+the size is still counted on the pruned network.
+
 Results are cached by action, pruned models and activation histograms by prune rates
 (an action that changes only bit-widths skips steps 1-2 and the histogram pass), and
 thresholds and weight clip ratios by (rates, layer, bits). The cache is shared by every seed that searches
@@ -23,7 +27,7 @@ the same dense model.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -140,6 +144,8 @@ class CompressionSearch:
         self._models: OrderedDict[tuple[float, ...], tuple[nn.Module, dict, fakequant.RatioMemo]] = OrderedDict()
         self._thresholds: dict[tuple, fakequant.ActivationQuant] = {}
         self._outcomes: dict[tuple, Outcome] = {}
+        self._architectures: OrderedDict[tuple[float, ...], nn.Module] = OrderedDict()
+        self.predictor: Callable[[tuple[float, ...], tuple[int, ...]], float] | None = None
         total, _ = count_params(self.model)
         self.reference = Outcome(self._top1(self.model), model_size(self.model).total_bytes, total)
 
@@ -195,27 +201,56 @@ class CompressionSearch:
     def bits_map(self, bits: Sequence[int]) -> dict[str, int]:
         return dict(zip(self.layer_names, bits, strict=True))
 
-    @contextmanager
-    def _simulated(self, rates: tuple[float, ...], bits: tuple[int, ...]) -> Iterator[nn.Module]:
-        """The pruned model quantized at ``bits`` by the scheme (inputs KL-calibrated where it quantizes them)."""
-        model, hists, memo = self._pruned(rates)
+    def thresholds(self, rates: Sequence[float], bits: Sequence[int]) -> dict[str, fakequant.ActivationQuant]:
+        """KL-calibrated input quantizers of the network pruned at ``rates`` (BN recalibrated), at ``bits``."""
+        rates, bits = self.check(rates, bits)
+        _, hists, _ = self._pruned(rates)
         acts = {}
-        for name, b in (self.bits_map(bits).items() if self.scheme.activations else ()):
+        for name, b in self.bits_map(bits).items():
             key = (rates, name, b)
             if key not in self._thresholds:
                 self._thresholds[key] = fakequant.threshold_from_histogram(*hists[name], b, stride=self.kl_stride)
             acts[name] = self._thresholds[key]
+        return acts
+
+    @contextmanager
+    def _simulated(self, rates: tuple[float, ...], bits: tuple[int, ...]) -> Iterator[nn.Module]:
+        """The pruned model quantized at ``bits`` by the scheme (inputs KL-calibrated where it quantizes them)."""
+        model, _, memo = self._pruned(rates)
+        acts = self.thresholds(rates, bits) if self.scheme.activations else {}
         with fakequant.simulated(model, self.bits_map(bits), acts, weight_clip=self.scheme.weight_clip, memo=memo):
             yield model
 
+    def use_predictor(self, predictor: Callable[[tuple[float, ...], tuple[int, ...]], float]) -> None:
+        """Score every later :meth:`evaluate` with ``predictor(rates, bits) -> top-1`` instead of measuring it
+        (``ppo.signal: sensitivity``, :mod:`edgeprune.ppo.sensitivity`); sizes stay counted on the pruned network."""
+        if self._outcomes:
+            raise RuntimeError("set the predictor before any evaluation: cached outcomes would mix two signals")
+        self.predictor = predictor
+
+    def _architecture(self, rates: tuple[float, ...]) -> nn.Module:
+        """The dense model pruned at ``rates`` without recalibration (sizes only; LRU cache)."""
+        if rates not in self._architectures:
+            self._architectures[rates] = apply_plan(self.model, self.plan(rates), self.input_shape)
+            while len(self._architectures) > self._cache_models:
+                self._architectures.popitem(last=False)
+        self._architectures.move_to_end(rates)
+        return self._architectures[rates]
+
     def evaluate(self, rates: Sequence[float], bits: Sequence[int]) -> Outcome:
-        """Top-1 on the validation subset and stored bytes of the compressed model."""
+        """Top-1 on the validation subset (measured, or predicted with :meth:`use_predictor`) and stored
+        bytes of the compressed model."""
         rates, bits = self.check(rates, bits)
         key = (rates, bits)
         if key not in self._outcomes:
-            with self._simulated(rates, bits) as model:
-                top1 = self._top1(model)
-            size = model_size(model, bits=fakequant.weight_bits(self.bits_map(bits))).total_bytes
+            weights = fakequant.weight_bits(self.bits_map(bits))
+            if self.predictor is not None:
+                model = self._architecture(rates)
+                top1, size = self.predictor(rates, bits), model_size(model, bits=weights).total_bytes
+            else:
+                with self._simulated(rates, bits) as model:
+                    top1 = self._top1(model)
+                size = model_size(model, bits=weights).total_bytes  # of the float weights, restored on exit
             self._outcomes[key] = Outcome(top1, size, count_params(model)[0])
         return self._outcomes[key]
 

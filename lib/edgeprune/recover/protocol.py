@@ -111,6 +111,9 @@ class Recovery:
         train: Split | None = None,
         calib_x: torch.Tensor | None = None,
         scheme: fakequant.QuantScheme | None = None,
+        activations: Mapping[str, fakequant.ActivationQuant] | None = None,
+        memo: fakequant.RatioMemo | None = None,
+        force: bool = False,
     ) -> nn.Module:
         """Recover ``model`` in place (steps 1-3 of the module docstring); returned on the CPU in eval mode.
 
@@ -121,14 +124,19 @@ class Recovery:
         network (QAT when any is below 8) quantized as ``scheme`` says (default: max-abs
         weights, KL-calibrated inputs); ``lr`` overrides the budget's learning rate
         (PPO's rewound weights); ``train`` / ``calib_x`` replace the bound split and
-        calibration images (a controller's recent buffer).
+        calibration images (a controller's recent buffer); ``activations`` are input quantizers
+        calibrated already on this network (else KL-calibrated here) and ``memo`` caches weight clip
+        ratios between recoveries from the same weights (:func:`edgeprune.fakequant.quantization_aware`):
+        the per-layer sensitivity table runs hundreds of recoveries from the dense weights. ``force``
+        fine-tunes a network that lost nothing too (the table's base, recovered like the changes it is
+        compared with).
         """
         p = self.params
         budget = p.budgets[budget] if isinstance(budget, int) else budget
         split = self.train if train is None else train
         calib = self.calib_x if calib_x is None else calib_x
         quantized = bool(bits) and min(bits.values()) < 8
-        if not pruned and not quantized:  # nothing was lost: nothing to recover
+        if not pruned and not quantized and not force:  # nothing was lost: nothing to recover
             return model.cpu().eval()
         model = place(model, self.device)
         if pruned:
@@ -141,8 +149,12 @@ class Recovery:
             fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         else:
             scheme = scheme or fakequant.QuantScheme()
-            acts = fakequant.calibrate(model.eval(), normalize(calib).to(self.device), qat) if scheme.activations else {}
-            with fakequant.quantization_aware(model, qat, acts, weight_clip=scheme.weight_clip):
+            acts = {}
+            if scheme.activations:
+                acts = dict(activations) if activations is not None else fakequant.calibrate(
+                    model.eval(), normalize(calib).to(self.device), qat
+                )
+            with fakequant.quantization_aware(model, qat, acts, weight_clip=scheme.weight_clip, memo=memo):
                 fit(model, drawn, config, device=self.device, progress=False, teacher=teacher)
         return model.cpu().eval()
 

@@ -54,7 +54,8 @@ from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_p
 from edgeprune.ppo.context import DenseContext
 from edgeprune.ppo.controls import SEARCHES
 from edgeprune.ppo.outputs import (
-    STAGE, budget_axis, compare, load, lth_table, out_dir, plot_learning_curves, plot_policy, plot_tradeoff, summarise,
+    STAGE, budget_axis, compare, load, lth_table, out_dir, plot_learning_curves, plot_policy, plot_sensitivity,
+    plot_tradeoff, predictor_table, summarise,
 )  # fmt: skip
 from edgeprune.ppo.retrain import retrain
 from edgeprune.ppo.search import Outcome
@@ -69,7 +70,8 @@ _HARDWARE_COLUMNS = ("int8_", "latency_", "layout", "cpu_load_1min")
 # The read side (comparison, summary, outputs, figures) lives in edgeprune.ppo.outputs; re-exported for the notebook.
 __all__ = [
     "DenseContext", "run", "run_seed",
-    "budget_axis", "compare", "load", "lth_table", "plot_learning_curves", "plot_policy", "plot_tradeoff",
+    "budget_axis", "compare", "load", "lth_table", "plot_learning_curves", "plot_policy", "plot_sensitivity",
+    "plot_tradeoff", "predictor_table",
 ]  # fmt: skip
 
 
@@ -135,6 +137,7 @@ def _report(
         "dense_seed": ctx.dense_seed,
         "hardware_model": "int8_* and latency_*: the float pruned model (k-bit layers are simulated only)",
         "qat": cfg.qat,
+        "signal": cfg.signal,
         "quantized": ctx.scheme.label,
         "weight_clip": ctx.scheme.weight_clip,
     }
@@ -349,6 +352,15 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
         for e in ctx.static_grid
     ]
     write_csv_atomic(pd.DataFrame(grid).drop(columns=["rates"]), out / "static_grid.csv")
+    for dense_seed, ctx in contexts.items():
+        if ctx.table is not None:
+            write_json_atomic(out / f"sensitivity-d{dense_seed}.json", {"table": ctx.table.to_json(), "predictor": ctx.sensitivity})
     summary = summarise(comparison, model_name, time.perf_counter() - tic, records)
+    summary["signal"] = cfg.signal
+    summary["predictor"] = {
+        str(d): {k: ctx.sensitivity[k] for k in ("spearman_holdout", "mae_holdout", "fitted_on", "seconds")}
+        | {"table_seconds": ctx.table.seconds}
+        for d, ctx in contexts.items() if ctx.table is not None
+    }  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return summary

@@ -124,6 +124,7 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
     from edgeprune.data import normalize
     from edgeprune.harness import measure_latency
     from edgeprune.models import create_model
+    from edgeprune.ppo.pruning import taylor_groups
     from edgeprune.quant import quantize_int8
     from edgeprune.train import FitConfig, evaluate
 
@@ -175,7 +176,9 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
     int8_image_s = _timed(evaluate, int8_model, xe, ye, batch_size=n_eval)[0] / n_eval
     int8_b1_s = measure_latency(int8_model, shape, 1, warmup=3, repeats=4)["median_ms"] / 1e3
     histogram_image_s = fakequant_image_s = kl_bin_s = weight_clip_s = 0.0
+    groups = 0
     if params.ppo is not None and name in params.ppo.models:
+        groups = len(taylor_groups(model, x[:8], y[:8], input_shape=shape))
         weight_clip_s = _timed(lambda: [weight_clip_ratios(m.weight, 4, params.ppo.weight_clip) for m in layers.values()])[0]
         bins = params.ppo.kl_bins
         hist_s, hists = _timed(fakequant.activation_histograms, model, normalize(xe), list(layers), bins=bins, batch_size=n_eval)
@@ -198,7 +201,7 @@ def measure_model(name: str, params: Params, sizes: DataSizes) -> ModelCosts:
         fakequant_image_s=fakequant_image_s, b1_s=b1_s, int8_b1_s=int8_b1_s, prune_s=prune_s,
         int8_convert_s=convert_s, int8_batch_s=max(convert2_s - convert_s, 0.0), kl_bin_s=kl_bin_s,
         weight_clip_s=weight_clip_s,
-        akperl_episode_s=akperl_episode_s, qsa_step_s=qsa_step_s, facts=ModelFacts(units, len(layers)),
+        akperl_episode_s=akperl_episode_s, qsa_step_s=qsa_step_s, facts=ModelFacts(units, len(layers), groups),
     )  # fmt: skip
 
 

@@ -29,6 +29,15 @@ def ppo_stage(ctx: Context) -> StagePlan:
     simulated and float top-1 on the test images, int8 copy and latency of the primary budget's.
     Each control (``ppo.controls``: random, greedy) repeats the search's evaluations and the
     finalists with its own configurations, and its pick is retrained and reported at every budget.
+
+    With ``ppo.signal: sensitivity`` (:mod:`edgeprune.ppo.sensitivity`) a search evaluation is a
+    prune only (the size; top-1 is predicted), and per dense model the table is measured: the
+    base and one entry per layer and lower bit-width (a QAT recovery of ``sensitivity.steps``
+    steps sharing the dense input quantizers and clip ratios) and per channel group and higher
+    prune rate (a prune and a float recovery, then calibration), each scored on the search
+    images; ``calibration + holdout`` configurations recovered at budget 0 (QAT) and scored. Every
+    finalist (the static grid's and each search's) is then recovered at budget 0 before its
+    top-1 on the selection images.
     """
     p, c, sizes = ctx.params, ctx.params.ppo, ctx.sizes
     if c is None:
@@ -39,25 +48,31 @@ def ppo_stage(ctx: Context) -> StagePlan:
     shifts = shift_conditions(p) if c.evaluate_shift else 0
     budgets = len(p.finetune.budgets)
     dense_seeds = {dense_seed_for(p, s) for s in c.seeds}
+    predicted = c.signal == "sensitivity"
     work = {}
     for model in c.models:
-        layers = max(1, ctx.facts[model].layers)
+        layers, groups = max(1, ctx.facts[model].layers), max(1, ctx.facts[model].groups)
         w = Work(data_loads=1)
         search = {"calib": calib, "kl_candidates": layers * c.kl_bins / c.search_kl_stride, "val": search_val}
+        scored = dict(search, params=p, train=sizes.train, layers=layers)  # a configuration recovered, then scored
         for _d in dense_seeds:
             w.train_images += min(c.taylor_images, sizes.train)
             w.eval_images += search_val + n_select + n_test  # dense references: search, selection, test
+            if predicted:
+                _sensitivity_table(w, c, groups, **scored)
+                for _ in range(c.sensitivity.calibration + c.sensitivity.holdout):
+                    _recovered_score(w, **scored)
             for rate in c.prune_rates:
                 for _bits in c.bits:
-                    _ppo_evaluation(w, **search, pruned=rate > 0)
-            w.fakequant_images += len(c.prune_rates) * len(c.bits) * n_select  # the static finalists re-scored
+                    _ppo_evaluation(w, **search, pruned=rate > 0, predicted=predicted)
+            _finalists(w, c.finalists, predicted, **(scored | {"val": n_select}))  # the static grid's
         controls = len(c.controls)  # each control scores as many configurations as the agent's
         kind = "qat" if c.qat else "pruned"
         for _seed in c.seeds:
             for _ in range((1 + controls) * (c.episodes + 1)):  # the agent's episodes and greedy one; the control's
-                _ppo_evaluation(w, **search)
+                _ppo_evaluation(w, **search, predicted=predicted)
             w.fixed_s += c.episodes * layers * PPO_STEP_S * (1 + controls) + c.episodes * c.n_epochs * PPO_MINIBATCH_S
-            w.fakequant_images += (1 + controls) * c.finalists * n_select
+            _finalists(w, (1 + controls) * c.finalists, predicted, **(scored | {"val": n_select}))
             retrained = [(b, kind) for b in range(budgets)] + [(0, kind)]  # fine-tuned at every budget, rewound once
             retrained += [(b, kind) for b in range(budgets)]  # the static choice, fine-tuned at every budget
             retrained += [(b, kind) for b in range(budgets)] * controls  # the control's pick, fine-tuned at every budget
@@ -82,12 +97,65 @@ def ppo_stage(ctx: Context) -> StagePlan:
     return StagePlan("ppo", len(c.models), count, work)
 
 
-def _ppo_evaluation(w: Work, *, calib: int, kl_candidates: float, val: int, pruned: bool = True) -> None:
+def _ppo_evaluation(
+    w: Work, *, calib: int, kl_candidates: float, val: int, pruned: bool = True, predicted: bool = False
+) -> None:
     """One new configuration for PPO's search oracle (:meth:`edgeprune.ppo.search.CompressionSearch.evaluate`):
-    pruned, BatchNorm re-estimated (when pruned), histograms and KL thresholds, weight clip ratios, simulated top-1."""
+    pruned, BatchNorm re-estimated (when pruned), histograms and KL thresholds, weight clip ratios, simulated top-1;
+    with a ``predicted`` top-1 (``ppo.signal: sensitivity``), the prune alone (the size)."""
     w.prunes += 1
+    if predicted:
+        return
     w.weight_clips += 1
     w.eval_images += calib if pruned else 0
     w.histogram_images += calib
     w.kl_candidates += kl_candidates
     w.fakequant_images += val
+
+
+def _finalists(w: Work, count: int, predicted: bool, **scored) -> None:
+    """``count`` finalists re-scored on the selection images (``scored["val"]`` of them): recovered first with
+    ``ppo.signal: sensitivity``, the search's post-training quantized network otherwise."""
+    for _ in range(count):
+        if predicted:
+            _recovered_score(w, **scored)
+        else:
+            w.fakequant_images += scored["val"]
+
+
+def _recovered_score(
+    w: Work, *, params, train: int, layers: int, calib: int, kl_candidates: float, val: int,
+    budget: int = 0, kind: str = "qat",
+) -> None:  # fmt: skip
+    """One configuration pruned, recovered at ``budget`` and scored
+    (:class:`edgeprune.ppo.sensitivity.RecoveredScorer`): inputs KL-calibrated on ``calib`` images, top-1 of the
+    fake-quantized network on ``val`` images."""
+    w.prunes += 1
+    recover(w, params, budget, train, kind, layers=layers)
+    w.histogram_images += calib
+    w.kl_candidates += kl_candidates
+    w.weight_clips += 1 if kind != "qat" else 0  # a QAT recovery chose them already
+    w.fakequant_images += val
+
+
+def _sensitivity_table(w: Work, c, groups: int, **scored) -> None:
+    """The sensitivity table of one dense model (:func:`edgeprune.ppo.sensitivity.measure_table`)."""
+    steps, batch, layers = c.sensitivity.steps, c.sensitivity.batch_size, scored["layers"]
+    w.histogram_images += scored["calib"]  # the dense inputs' histograms, shared by every bit-width entry
+    w.weight_clips += 1
+    for _ in range(1 + layers * (len(c.bits) - 1)):  # the base and every (layer, lower bit-width)
+        w.prunes += 1  # the dense copy (apply_plan of an empty plan)
+        w.qat_images += steps * min(batch, scored["train"])
+        w.recoveries += 1
+        w.recovery_steps += steps
+        w.fakequant_images += scored["val"]
+    for _ in range(groups * (len(c.prune_rates) - 1)):  # every (group, higher prune rate): a float recovery
+        w.prunes += 1
+        w.eval_images += min(scored["params"].finetune.calib_images, scored["train"])  # BatchNorm re-estimated
+        w.recovery_images += steps * min(batch, scored["train"])
+        w.recoveries += 1
+        w.recovery_steps += steps
+        w.histogram_images += scored["calib"]
+        w.kl_candidates += scored["kl_candidates"]
+        w.weight_clips += 1
+        w.fakequant_images += scored["val"]

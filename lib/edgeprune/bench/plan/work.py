@@ -49,6 +49,7 @@ class ModelFacts:
 
     akperl_units: int = 0  # AKPERL decision units (edgeprune.akperl.units.find_units): steps per episode
     layers: int = 0  # Conv2d / Linear layers (edgeprune.fakequant.quantized_layers): PPO steps per episode
+    groups: int = 0  # PPO's channel groups (edgeprune.ppo.pruning.taylor_groups): prune-rate rows of its sensitivity table
 
 
 @dataclass
