@@ -70,6 +70,7 @@ class DenseContext:
             predictor, self.sensitivity = validate(
                 self.table, lambda rates, bits: self.scorer(rates, bits, 0, val.x, val.y).top1,
                 calibration=cfg.sensitivity.calibration, holdout=cfg.sensitivity.holdout,
+                holdout_score=lambda rates, bits: self.scorer(rates, bits, 0, self.select.x, self.select.y).top1,
             )  # fmt: skip
             self.sensitivity["seconds"] = round(time.perf_counter() - tic, 2)
             predictor.check(self.final, self.search.layer_names, [group.root for group in self.groups])
