@@ -135,7 +135,7 @@ def test_bad_exports_get_clear_errors(exported: tuple[nn.Module, Path], tmp_path
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_exported(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match=r"\.pt"):
-        export_model(model, tmp_path / "tiny.onnx", name="tiny", input_shape=SHAPE)
+        export_model(model, tmp_path / "tiny.pth", name="tiny", input_shape=SHAPE)
     with pytest.raises(ValueError, match="batch-1"):
         export_model(model, tmp_path / "b4.pt", name="tiny", input_shape=(4, 3, 16, 16))
     with path.open("ab") as f:  # corrupted after export
@@ -198,3 +198,44 @@ def test_runner_needs_only_torch_on_the_device(exported: tuple[nn.Module, Path],
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["source"] == NOT_METERED
+
+
+def test_onnx_export_round_trips_and_runs_on_the_runner(tmp_path: Path) -> None:
+    model = tiny_net()
+    path = export_model(model, tmp_path / "tiny.onnx", name="tiny", input_shape=SHAPE)
+    module, meta = load_exported(path, threads=1)
+    assert (meta["format"], meta["precision"], meta["input_shape"]) == ("onnx", "fp32", list(SHAPE))
+    x = torch.randn(4, *SHAPE[1:])
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x), rtol=1e-4, atol=1e-5)
+    result = run_benchmark(path, sysfs_root=tmp_path / "empty-sys", threads=1, **FAST)
+    assert result["runtime"].startswith("onnxruntime ") and result["export"]["format"] == "onnx"
+    assert result["latency_ms"]["median"] > 0 and result["source"] == NOT_METERED
+
+
+def test_onnx_int8_export_is_calibrated_and_stays_close(tmp_path: Path) -> None:
+    model = tiny_net()
+    images = torch.randint(0, 256, (64, *SHAPE[1:]), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="needs calib_x"):
+        export_model(model, tmp_path / "bad.onnx", name="tiny", input_shape=SHAPE, precision="int8")
+    assert not (tmp_path / "bad.onnx").exists()
+    path = export_model(model, tmp_path / "tiny8.onnx", name="tiny", input_shape=SHAPE, precision="int8", calib_x=images)
+    module, meta = load_exported(path)
+    assert meta["precision"] == "int8"
+    from edgeprune.data import normalize
+
+    x = normalize(images[:16])
+    with torch.no_grad():
+        reference = model(x)
+    assert (module(x) - reference).abs().max() < 0.1 * reference.abs().max()  # int8 noise, not another network
+
+
+def test_an_export_whose_suffix_disagrees_with_its_sidecar_is_refused(exported: tuple[nn.Module, Path]) -> None:
+    _, path = exported
+    moved = path.with_suffix(".onnx")
+    moved.write_bytes(path.read_bytes())
+    sidecar_path(moved).write_text(sidecar_path(path).read_text())
+    with pytest.raises(ValueError, match="format 'torchscript', but tiny.onnx is read as 'onnx'"):
+        load_exported(moved)
+    with pytest.raises(ValueError, match=r"must end in one of \['.onnx', '.pt'\]"):
+        export_model(tiny_net(), path.with_suffix(".pth"), name="tiny", input_shape=SHAPE)

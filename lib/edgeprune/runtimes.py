@@ -35,7 +35,7 @@ from torch import nn
 from edgeprune.data import normalize
 from edgeprune.quant import quantize_int8
 
-__all__ = ["RUNTIMES", "Runtime", "check_runtime", "export_onnx", "prepare"]
+__all__ = ["RUNTIMES", "Runtime", "check_runtime", "export_onnx", "prepare", "quantize_onnx"]
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 OPSET = 17
@@ -105,7 +105,9 @@ def _ort_session(path: Path, threads: int) -> Predict:
     return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-def _ort_int8(model: nn.Module, calib_x: torch.Tensor, workdir: Path, threads: int) -> Predict:
+def quantize_onnx(fp32: str | Path, int8: str | Path, calib_x: torch.Tensor) -> Path:
+    """The fp32 ONNX file ``fp32`` quantized to QDQ int8 at ``int8`` by ONNX Runtime's static quantizer:
+    per-channel int8 weights, uint8 activations calibrated on ``calib_x`` (uint8 images)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Images(CalibrationDataReader):
@@ -116,14 +118,17 @@ def _ort_int8(model: nn.Module, calib_x: torch.Tensor, workdir: Path, threads: i
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
 
-    fp32 = export_onnx(model, workdir / "fp32.onnx", tuple(calib_x.shape[1:]))
-    int8 = workdir / "int8-qdq.onnx"
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its advice is logged on root
     quantize_static(
         str(fp32), str(int8), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )  # fmt: skip
-    return _ort_session(int8, threads)
+    return Path(int8)
+
+
+def _ort_int8(model: nn.Module, calib_x: torch.Tensor, workdir: Path, threads: int) -> Predict:
+    fp32 = export_onnx(model, workdir / "fp32.onnx", tuple(calib_x.shape[1:]))
+    return _ort_session(quantize_onnx(fp32, workdir / "int8-qdq.onnx", calib_x), threads)
 
 
 def prepare(name: str, model: nn.Module, calib_x: torch.Tensor, *, threads: int, workdir: str | Path) -> Predict:
