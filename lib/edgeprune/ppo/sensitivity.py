@@ -161,17 +161,11 @@ class SensitivityTable:
 
     def loss_increase(self) -> tuple[np.ndarray, np.ndarray]:
         """(layers x bit options, groups x rate options) arrays of loss increase over the base."""
-        to_array = lambda table: np.array([[s.loss - self.base.loss for s in row] for row in table]).reshape(  # noqa: E731
-            len(table), -1
-        )
-        return to_array(self.bits_scores), to_array(self.rate_scores)
 
-    def top1_drop(self) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`loss_increase`, in top-1 points lost (the heat map)."""
-        to_array = lambda table: np.array([[self.base.top1 - s.top1 for s in row] for row in table]).reshape(  # noqa: E731
-            len(table), -1
-        )
-        return to_array(self.bits_scores), to_array(self.rate_scores)
+        def increase(rows: list[list[Score]]) -> np.ndarray:
+            return np.array([[s.loss - self.base.loss for s in row] for row in rows]).reshape(len(rows), -1)
+
+        return increase(self.bits_scores), increase(self.rate_scores)
 
 
 def options(prune_rates: Sequence[float], bits: Sequence[int]) -> tuple[list[float], list[int]]:
