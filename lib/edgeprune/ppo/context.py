@@ -110,8 +110,9 @@ class DenseContext:
         cfg = params.ppo
         path = paths.root / "checkpoints" / STAGE / self.model_name / f"sensitivity-d{self.dense_seed}.json"
         settings = {
-            "steps": cfg.sensitivity.steps, "batch_size": cfg.sensitivity.batch_size, "finetune": params.finetune.model_dump(), "scheme": self.scheme.label,
-            "weight_clip": self.scheme.weight_clip, "prune_rates": sorted(cfg.prune_rates), "bits": sorted(cfg.bits),
+            "steps": cfg.sensitivity.steps, "batch_size": cfg.sensitivity.batch_size,
+            "finetune": params.finetune.model_dump(), "scheme": self.scheme.label, "weight_clip": self.scheme.weight_clip,
+            "prune_rates": sorted(cfg.prune_rates), "bits": sorted(cfg.bits),
             "round_to": cfg.round_to, "search_val_images": cfg.search_val_images, "calib_images": cfg.calib_images,
             "taylor_images": cfg.taylor_images, "kl_bins": cfg.kl_bins, "search_kl_stride": cfg.search_kl_stride,
             "code": _code_digest("edgeprune.ppo.sensitivity"),
