@@ -11,8 +11,8 @@ loads it (TorchScript with torch alone, frozen: weights become constants, conv-B
 with an ONNX Runtime CPU session, every graph optimisation on), times batch-1 inference
 (median / IQR after warm-up), meters energy with the best meter present (Jetson INA3221 ->
 INA219 -> RAPL) and writes a JSON the pipeline ingests. The device needs torch plus this
-package's ``__init__``, ``io``, ``timing``, ``device`` and ``power/meters`` (``pip install
---no-deps edgeprune`` is enough), and ``onnxruntime`` for ONNX files (it installs on the Pi 4's
+package's ``__init__``, ``io``, ``timing``, ``onnx_runtime``, ``device`` and ``power/meters`` (``pip
+install --no-deps edgeprune`` is enough), and ``onnxruntime`` for ONNX files (it installs on the Pi 4's
 aarch64; at 32x32 it ran the quick model 5-6x faster than torch eager at batch 1 here,
 ``python -m edgeprune.bench runtime``); only ``--power-profile`` (modelled power where no meter
 exists) needs the full stack.
@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from edgeprune.io import atomic_write, write_json_atomic
+from edgeprune.onnx_runtime import OnnxSession
 from edgeprune.power.meters import Meter, PowerMode, best_meter, read_nvpmodel
 from edgeprune.timing import cpu_model, quantized_engine, time_call
 
@@ -147,29 +148,9 @@ def _export_onnx(model: nn.Module, path: Path, shape: Tuple[int, ...], precision
             Path(tmp).write_bytes(fp32.read_bytes())
 
 
-class OnnxModule:
-    """An ONNX Runtime CPU session that maps a float tensor to a float tensor, like the TorchScript module."""
-
-    def __init__(self, path: Path, threads: Optional[int] = None) -> None:
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(3)
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.version = ort.__version__
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input: x.detach().cpu().numpy()})[0])
-
-
 def load_exported(path: str | Path, threads: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
     """Load an exported model and its sidecar, checking that they belong together: a TorchScript
-    module, or an :class:`OnnxModule` (ONNX Runtime session with ``threads`` intra-op threads)."""
+    module, or an :class:`OnnxSession` (ONNX Runtime session with ``threads`` intra-op threads)."""
     path = Path(path)
     side = sidecar_path(path)
     for needed in (path, side):
@@ -189,7 +170,7 @@ def load_exported(path: str | Path, threads: Optional[int] = None) -> Tuple[Any,
         raise ValueError(f"{path} does not match the SHA-256 in {side}: the file is corrupt or from another export")
     if meta["format"] == "onnx":
         try:
-            return OnnxModule(path, threads), meta
+            return OnnxSession(path, threads), meta
         except ImportError:
             raise ImportError(f"{path} is an ONNX export: install onnxruntime to run it") from None
     if meta["precision"] == "int8":
@@ -324,7 +305,7 @@ def run_benchmark(
         "batch_size": 1,
         "export": {k: meta.get(k) for k in ("format", "torch_version", "quantized_engine", "sha256", "macs")}
         | {"path": str(path)},
-        "runtime": f"onnxruntime {module.version}" if isinstance(module, OnnxModule) else f"torch {torch.__version__}",
+        "runtime": f"onnxruntime {module.version}" if isinstance(module, OnnxSession) else f"torch {torch.__version__}",
         "device": device,
         "latency_ms": time_latency(module, x, warmup=warmup, repeats=repeats, sync=cuda_half),
         "meter_skipped": skipped,

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from edgeprune.data import normalize
+from edgeprune.onnx_runtime import OnnxSession
 from edgeprune.quant import quantize_int8
 
 __all__ = ["RUNTIMES", "Runtime", "check_runtime", "export_onnx", "prepare", "quantize_onnx"]
@@ -92,19 +93,6 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     return path
 
 
-def _ort_session(path: Path, threads: int) -> Predict:
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # errors only: the optimiser's notes on unused initialisers are not ours
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-
-
 def quantize_onnx(fp32: str | Path, int8: str | Path, calib_x: torch.Tensor) -> Path:
     """The fp32 ONNX file ``fp32`` quantized to QDQ int8 at ``int8`` by ONNX Runtime's static quantizer:
     per-channel int8 weights, uint8 activations calibrated on ``calib_x`` (uint8 images)."""
@@ -128,7 +116,7 @@ def quantize_onnx(fp32: str | Path, int8: str | Path, calib_x: torch.Tensor) -> 
 
 def _ort_int8(model: nn.Module, calib_x: torch.Tensor, workdir: Path, threads: int) -> Predict:
     fp32 = export_onnx(model, workdir / "fp32.onnx", tuple(calib_x.shape[1:]))
-    return _ort_session(quantize_onnx(fp32, workdir / "int8-qdq.onnx", calib_x), threads)
+    return OnnxSession(quantize_onnx(fp32, workdir / "int8-qdq.onnx", calib_x), threads)
 
 
 def prepare(name: str, model: nn.Module, calib_x: torch.Tensor, *, threads: int, workdir: str | Path) -> Predict:
@@ -140,7 +128,7 @@ def prepare(name: str, model: nn.Module, calib_x: torch.Tensor, *, threads: int,
     model = model.cpu().eval()
     workdir = Path(workdir)
     if name == "ort":
-        return _ort_session(export_onnx(model, workdir / "fp32.onnx", tuple(calib_x.shape[1:])), threads)
+        return OnnxSession(export_onnx(model, workdir / "fp32.onnx", tuple(calib_x.shape[1:])), threads)
     if name == "ort_int8":
         return _ort_int8(model, calib_x, workdir, threads)
     if name == "torch_int8":
