@@ -5,6 +5,8 @@ from __future__ import annotations
 from edgeprune.checkpoints import dense_seed_for
 from edgeprune.bench.plan.rules import models_text, recover, report_row, seeds_text, shift_conditions, subset
 from edgeprune.bench.plan.work import Context, StagePlan, Work
+from edgeprune.recover.params import Budget
+from edgeprune.recover.protocol import schedule
 
 __all__ = ["ppo_stage"]
 
@@ -125,13 +127,13 @@ def _finalists(w: Work, count: int, predicted: bool, **scored) -> None:
 
 def _recovered_score(
     w: Work, *, params, train: int, layers: int, calib: int, kl_candidates: float, val: int,
-    budget: int = 0, kind: str = "qat",
+    budget: int | Budget = 0, kind: str = "qat", batch_size: int | None = None,
 ) -> None:  # fmt: skip
-    """One configuration pruned, recovered at ``budget`` and scored
+    """One configuration pruned, recovered at ``budget`` (``batch_size`` images a step) and scored
     (:class:`edgeprune.ppo.sensitivity.RecoveredScorer`): inputs KL-calibrated on ``calib`` images, top-1 of the
     fake-quantized network on ``val`` images."""
     w.prunes += 1
-    recover(w, params, budget, train, kind, layers=layers)
+    recover(w, params, budget, train, kind, layers=layers, batch_size=batch_size)
     w.histogram_images += calib
     w.kl_candidates += kl_candidates
     w.weight_clips += 1 if kind != "qat" else 0  # a QAT recovery chose them already
@@ -140,22 +142,15 @@ def _recovered_score(
 
 def _sensitivity_table(w: Work, c, groups: int, **scored) -> None:
     """The sensitivity table of one dense model (:func:`edgeprune.ppo.sensitivity.measure_table`)."""
-    steps, batch, layers = c.sensitivity.steps, c.sensitivity.batch_size, scored["layers"]
+    budget, batch, layers = Budget(steps=c.sensitivity.steps), c.sensitivity.batch_size, scored["layers"]
     w.histogram_images += scored["calib"]  # the dense inputs' histograms, shared by every bit-width entry
     w.weight_clips += 1
+    entry = schedule(budget, scored["train"], batch)  # as the protocol runs it
     for _ in range(1 + layers * (len(c.bits) - 1)):  # the base and every (layer, lower bit-width)
         w.prunes += 1  # the dense copy (apply_plan of an empty plan)
-        w.qat_images += steps * min(batch, scored["train"])
+        w.qat_images += entry.steps * entry.batch_size
         w.recoveries += 1
-        w.recovery_steps += steps
+        w.recovery_steps += entry.steps
         w.fakequant_images += scored["val"]
     for _ in range(groups * (len(c.prune_rates) - 1)):  # every (group, higher prune rate): a float recovery
-        w.prunes += 1
-        w.eval_images += min(scored["params"].finetune.calib_images, scored["train"])  # BatchNorm re-estimated
-        w.recovery_images += steps * min(batch, scored["train"])
-        w.recoveries += 1
-        w.recovery_steps += steps
-        w.histogram_images += scored["calib"]
-        w.kl_candidates += scored["kl_candidates"]
-        w.weight_clips += 1
-        w.fakequant_images += scored["val"]
+        _recovered_score(w, **scored, budget=budget, kind="pruned", batch_size=batch)

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from edgeprune.config import Params
+from edgeprune.recover.params import Budget
 from edgeprune.recover.protocol import schedule
 from edgeprune.bench.plan.work import INT8_CALIB_BATCH, Work
 
@@ -20,15 +21,19 @@ LATENCY_BATCH = 64  # edgeprune.harness.LATENCY_BATCH_SIZES = (1, 64)
 KL_BINS = 2048  # edgeprune.fakequant.KL_BINS: the histogram of a recovery's KL calibration
 
 
-def recover(w: Work, params: Params, budget: int, train_images: int, kind: str = "pruned", layers: int = 0) -> int:
-    """One pass through :meth:`edgeprune.recover.protocol.Recovery.recover` at ``budget`` (an index);
-    returns its SGD steps.
+def recover(
+    w: Work, params: Params, budget: int | Budget, train_images: int, kind: str = "pruned", layers: int = 0,
+    batch_size: int | None = None,
+) -> int:
+    """One pass through :meth:`edgeprune.recover.protocol.Recovery.recover` at ``budget`` (an index into
+    ``finetune.budgets``, or a :class:`~edgeprune.recover.params.Budget`) and ``batch_size`` (default
+    ``finetune.batch_size``); returns its SGD steps.
 
     ``kind``: "pruned" (channels removed), "masked" (unstructured masks: the dense shape),
     "qat" (k-bit quantizers in the loop, KL-calibrated first over ``layers`` layers).
     """
     f = params.finetune
-    plan = schedule(f.budgets[budget], train_images, f.batch_size)
+    plan = schedule(f.budgets[budget] if isinstance(budget, int) else budget, train_images, batch_size or f.batch_size)
     images = plan.steps * plan.batch_size
     calib = min(f.calib_images, train_images)
     w.eval_images += calib  # BatchNorm re-estimated on finetune.calib_images (every network here was pruned)
