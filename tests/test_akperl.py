@@ -148,6 +148,30 @@ def test_random_search_is_reproducible_spends_its_budget_and_keeps_the_best_rewa
     assert run.summary()["episodes"] == 6 and run.condition == "clean"
 
 
+def test_random_search_scores_configurations_that_remove_a_block():
+    """A draw of 100 % on a block's first unit removes the block; the env then skips the block's later
+    units (here its squeeze-excitation conv), and the control must not ask for their levels (it did, and
+    failed at the quick profile's AKPERL stage, once the board energy model changed the agent's budget)."""
+    from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
+
+    from edgeprune.akperl.task import PruningTask
+    from edgeprune.akperl.units import REMOVE_BLOCK
+    from edgeprune.data import Split
+
+    torch.manual_seed(0)
+    block = InvertedResidual(InvertedResidualConfig(8, 3, 16, 8, True, "RE", 1, 1, 1.0), nn.BatchNorm2d)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), block,
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()  # fmt: skip
+    x, y = images(40, 0)
+    task = PruningTask.build(model, val=Split(x[:16], y[:16]), calib_x=x[16:32], stats_x=x[32:], conditions=["clean"],
+                             input_shape=SHAPE)  # fmt: skip
+    assert [u.block for u in task.units][:2] == [None, "3"] and len(task.units) == 3  # the SE conv sits inside "3"
+    coef = RewardCoefficients(1.0, 0.5, 0.1, 0.01, layer_weights(task.units))
+    run = random_search(task, coef, episodes=12, seed=0, stats_batch=8)
+    removed = [levels for levels in run.episodes.levels if levels[1] == REMOVE_BLOCK]
+    assert removed and all(len(levels) == len(task.units) for levels in run.episodes.levels)
+
+
 def test_greedy_allocation_takes_the_cheapest_moves_to_the_target():
     """Unit 0 loses 1 pt per 10 % of sparsity, unit 1 loses 4: unit 0 goes as far as it can first."""
     gains = np.array([[0.0, 0.1, 0.2, 0.3], [0.0, 0.1, 0.2, 0.3]])

@@ -104,11 +104,15 @@ def random_search(
 
 
 def _score(env: AkperlEnv, levels: list[int], condition: str) -> dict[str, object]:
-    """One configuration walked through ``env`` under ``condition`` at its reference statistics."""
+    """One configuration walked through ``env`` under ``condition`` at its reference statistics.
+
+    ``levels`` holds one level per unit; the levels of units inside a block an earlier level
+    removed are never asked for (the env skips those units, as in the agent's episodes).
+    """
     env.reset(options={"condition": condition, "reference": True})
-    for level in levels:
-        _, _, done, _, info = env.step(level)
-    assert done, "one level per unit ends the episode"
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(levels[env.unit_index])
     return {"levels": info["levels"], "R": info["R"], "acc": info["acc"], "power": info["power"],
             "sparsity": info["sparsity"]}  # fmt: skip
 

@@ -106,6 +106,11 @@ class AkperlEnv(gym.Env):
         return self._pruner
 
     @property
+    def unit_index(self) -> int:
+        """The index (into ``task.units``) of the unit the next step decides; units of a removed block are skipped."""
+        return self._t
+
+    @property
     def condition(self) -> str:
         return self._condition
 
