@@ -76,14 +76,14 @@ def test_reward_matches_a_hand_computation(task):
     env.reset(seed=3, options={"condition": "low_light"})
     actions = [1, 3, 2, 3]
     dense_acc = task.evaluator.measure(apply_levels(task.model, task.units, [0] * 4, SHAPE), "low_light")
-    dense_energy = estimate(task.model, task.power.profile, input_shape=(1, *SHAPE)).dynamic_energy_j
+    dense_energy = estimate(task.model, task.power.profile, input_shape=(1, *SHAPE)).above_idle_energy_j
     acc_prev, power_prev, total, w = dense_acc, 1.0, 0.0, coef.weights
     for t, action in enumerate(actions):
         _, reward, done, _, info = env.step(action)
         levels = actions[: t + 1] + [0] * (3 - t)
         net = apply_levels(task.model, task.units, levels, SHAPE)
         acc = task.evaluator.measure(net, "low_light")
-        power = estimate(net, task.power.profile, input_shape=(1, *SHAPE)).dynamic_energy_j / dense_energy
+        power = estimate(net, task.power.profile, input_shape=(1, *SHAPE)).above_idle_energy_j / dense_energy
         a = LEVELS[action]
         expected = 1.0 * (acc - acc_prev) - 0.5 * (power - power_prev) - (0.3 * w[t] + 0.02) * a
         assert reward == pytest.approx(expected, abs=1e-9)
@@ -194,3 +194,20 @@ def test_sparsity_floor_leaves_sufficient_actions_alone(task):
 def test_unreachable_sparsity_floor_is_an_error(task):
     with pytest.raises(ValueError, match="sparsity floor 80% is unreachable.*75.0%"):
         make_env(task, min_sparsity=0.8)
+
+
+def test_power_term_is_the_board_model_with_the_dynamic_only_ablation(task):
+    from edgeprune.akperl.task import PowerModel
+
+    levels = [3, 3, 3, 3]
+    net = apply_levels(task.model, task.units, levels, SHAPE)
+    board, ablation = (PowerModel(task.model, "rpi4", input_shape=SHAPE, energy=e) for e in ("board", "dynamic_only"))
+    dense, pruned = (estimate(m, "rpi4", input_shape=(1, *SHAPE)) for m in (task.model, net))
+    assert board.relative(net, levels) == pytest.approx(pruned.latency_s / dense.latency_s)  # energy falls as time does
+    assert ablation.relative(net, levels) == pytest.approx(pruned.dynamic_only_energy_j / dense.dynamic_only_energy_j)
+    assert ablation.relative(net, levels) < board.relative(net, levels) < 1  # overhead keeps the board's share up
+    figures = board.summary(net)
+    assert figures["power_mw_modelled"] == pytest.approx(pruned.above_idle_power_w(30.0) * 1e3)
+    assert figures["power_mw_dynamic_only"] == pytest.approx(pruned.dynamic_only_energy_j * 30.0 * 1e3)
+    with pytest.raises(ValueError, match="energy must be one of"):
+        PowerModel(task.model, "rpi4", input_shape=SHAPE, energy="horowitz")

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from edgeprune.power import __main__ as power_cli
-from edgeprune.power.calibration import calibration_table, fit_profile, free_parameters
+from edgeprune.power.calibration import calibration_table, fit_profile, free_parameters, with_constants
 from edgeprune.power.meters import (
     INA260,
     I2CMeter,
@@ -384,10 +384,13 @@ def _costs(macs: int, elements: int, kind: str = "conv") -> list[LayerCost]:
     return [LayerCost("layer", kind, macs, elements, 0, 0)]
 
 
-@pytest.mark.parametrize("name", ["rpi4", "jetson-nano-10w", "jetson-nano-5w"])
+@pytest.mark.parametrize("name", ["rpi4", "jetson-nano-10w", "jetson-nano-5w", "host-x86"])
 def test_modelled_latency_is_monotone_in_macs_and_bytes(name: str) -> None:
     profile = load_profile(name)
     for precision in profile.precisions:
+        # the overhead term: a layer that does nothing still costs its dispatch
+        overhead = profile.processors[profile.precisions[precision].processor].layer_overhead_us.value * 1e-6
+        assert sum(layer_latencies(_costs(0, 0), profile, precision)) == pytest.approx(overhead) and overhead > 0
         grid = [10**k for k in range(3, 11)]
         by_macs = [sum(layer_latencies(_costs(m, 10**6), profile, precision)) for m in grid]
         by_bytes = [sum(layer_latencies(_costs(10**8, e), profile, precision)) for e in grid]
@@ -412,41 +415,53 @@ def test_wider_networks_cost_more_time_and_energy_on_every_profile() -> None:
             assert runs[0].energy_j < runs[1].energy_j < runs[2].energy_j
 
 
-def test_energy_is_idle_plus_dynamic_and_power_stays_within_the_board() -> None:
+def test_board_energy_is_active_power_over_time_and_dynamic_only_is_the_ablation() -> None:
     from edgeprune.power.calibration import calibration_costs
 
     for name in ("rpi4", "jetson-nano-10w", "jetson-nano-5w"):
         profile = load_profile(name)
+        idle, active = profile.idle_power_w.value, profile.active_power_w.value
         for precision in profile.precisions:
             for model in ("resnet18", "mobilenet_v2", "vgg16"):
                 est = estimate(calibration_costs(model), profile, precision=precision)
                 assert est.source == f"modelled: {name}"
-                assert profile.idle_power_w.value < est.mean_power_w <= profile.max_power_w.value
-                assert est.energy_j == pytest.approx(profile.idle_power_w.value * est.latency_s + est.dynamic_energy_j)
+                assert est.energy_j == pytest.approx(active * est.latency_s)
+                assert est.above_idle_energy_j == pytest.approx((active - idle) * est.latency_s)
+                assert est.mean_power_w == active
+                assert 0 < est.dynamic_only_energy_j
     rpi4 = load_profile("rpi4")
     resnet = calibration_costs("resnet18")
     fp32, int8 = (estimate(resnet, rpi4, precision=p) for p in ("fp32", "int8"))
     assert int8.energy_j < fp32.energy_j and int8.latency_s < fp32.latency_s
-    # dense fp32 layers at the calibrated efficiency draw the board's measured active power
-    assert fp32.mean_power_w == pytest.approx(rpi4.active_power_w.value, rel=0.05)
+    assert int8.energy_j / fp32.energy_j == pytest.approx(int8.latency_s / fp32.latency_s)  # energy falls as time does
+    # the ablation: dense fp32 layers at the calibrated efficiency draw (active - idle) W, overhead draws nothing
+    compute_only = with_constants(rpi4, {("processors", "cpu", "layer_overhead_us"): 0.0})
+    busy = estimate(resnet, compute_only, precision="fp32")
+    assert busy.dynamic_only_energy_j == pytest.approx(busy.above_idle_energy_j, rel=0.1)
 
 
-def test_power_above_the_board_maximum_is_clamped(tmp_path: Path) -> None:
-    raw = yaml.safe_load(_profile_text("rpi4"))
-    raw["max_power_w"]["value"] = raw["active_power_w"]["value"]
-    path = write(tmp_path / "tight.yaml", yaml.safe_dump(raw))
-    est = estimate(_costs(10**9, 10**8), path, precision="fp32")
-    assert est.clamped and est.mean_power_w == pytest.approx(6.4)
+def test_above_idle_power_at_a_frame_rate_caps_the_busy_share() -> None:
+    est = estimate(_costs(10**8, 10**6), "rpi4", precision="fp32", latency_s=0.01)
+    above = est.above_idle_energy_j / 0.01
+    assert est.above_idle_power_w(30) == pytest.approx(above * 0.3)
+    assert est.above_idle_power_w(1000) == pytest.approx(above)  # frames faster than it can run: busy all the time
+    with pytest.raises(ValueError, match="frame_rate_hz"):
+        est.above_idle_power_w(0)
 
 
-def test_measured_latency_only_models_power() -> None:
+def test_measured_latency_only_models_power(tmp_path: Path) -> None:
     est = estimate(_costs(10**8, 10**6), "rpi4", precision="fp32", latency_s=0.5)
     assert est.latency_s == 0.5
     assert est.source == "latency measured, power modelled: rpi4"
-    host = estimate(_costs(1, 1), "host-x86", latency_s=0.02)
+    host = estimate(_costs(1, 1), "host-x86", precision="fp32", latency_s=0.02)
     assert (host.energy_j, host.mean_power_w) == (pytest.approx(0.25), 12.5)
-    with pytest.raises(ValueError, match="latency_s"):
-        estimate(_costs(1, 1), "host-x86")
+    raw = yaml.safe_load(_profile_text("host-x86"))
+    flat = {k: raw[k] for k in ("name", "description", "idle_power_w", "active_power_w", "max_power_w")}
+    path = write(tmp_path / "flat.yaml", yaml.safe_dump(flat))
+    assert estimate(_costs(1, 1), path, latency_s=0.02).energy_j == pytest.approx(0.25)
+    assert math.isnan(estimate(_costs(1, 1), path, latency_s=0.02).dynamic_only_energy_j)
+    with pytest.raises(ValueError, match="no roofline: pass the measured latency_s"):
+        estimate(_costs(1, 1), path)
     with pytest.raises(ValueError, match="latency_s"):
         estimate(_costs(1, 1), "rpi4", precision="fp32", latency_s=0.0)
     with pytest.raises(KeyError, match="fp16.*fp32, int8"):

@@ -32,7 +32,7 @@ BUDGET_KEYS = (
     "finetune.budgets", "finetune.batch_size", "finetune.calib_images",
     "baselines.eval_images", "baselines.calib_images", "baselines.latency_warmup", "baselines.latency_repeats",
     "baselines.slimming.budget",
-    "device_power.calib_images", "device_power.host_warmup", "device_power.host_repeats",
+    "device_power.calib_images", "device_power.host_warmup", "device_power.host_repeats", "device_power.host_rounds",
     "device_power.host_energy_seconds",
     "akperl.grid_steps", "akperl.accuracy_every", "akperl.val_images", "akperl.calib_images", "akperl.stats_pool",
     "akperl.stats_batch", "akperl.eval_images", "akperl.latency_repeats", "akperl.stream_segments",

@@ -79,6 +79,10 @@ class AkperlParams(Section):
     stats_batch: int = Field(16, ge=2, description="images per incoming batch (input-condition statistics)")
     power_profile: str = Field("rpi4", min_length=1, description="device profile of the modelled power (edgeprune.power)")
     frame_rate_hz: float = Field(30.0, gt=0, description="inference rate at which power above idle is reported")
+    energy_model: Literal["board", "dynamic_only"] = Field(
+        "board", description="the reward's power term: board (active power over the modelled time, the one energy "
+        "model) or dynamic_only (ablation: MAC and byte energies, nothing for time)",
+    )  # fmt: skip
     dqn: DQNParams = DQNParams()
     # the chosen policy, fine-tuned (with the shared `finetune` budget) and measured
     eval_images: int | None = Field(None, ge=10, description="stratified test subset for the final measurement; None = all")

@@ -8,10 +8,13 @@ does during its search:
   few training images under the same condition; no fine-tuning). Cached by
   ``(condition, levels)``: the same configuration is never evaluated twice, across
   episodes, agent seeds, ablations and grid-search runs.
-- **power**: the network's modelled *dynamic* energy per image (above the board's idle
-  draw) on a device profile (:func:`edgeprune.power.model.estimate`), relative to the
-  dense network's. At a fixed frame rate this is the ratio of the above-idle power, the
-  part pruning can change. Modelled, not measured. Cached by ``levels``.
+- **power**: the network's modelled energy per image above the board's idle draw on a
+  device profile (:func:`edgeprune.power.model.estimate`), relative to the dense
+  network's. At a fixed frame rate this is the ratio of the above-idle power, the part
+  pruning can change. The board model (default) charges active power over the modelled
+  batch-1 time (roofline plus per-layer overhead), so the ratio is the modelled time
+  ratio; ``energy="dynamic_only"`` is the ablation that charges MACs and bytes only.
+  Modelled, not measured. Cached by ``levels``.
 - **input statistics**: per-channel mean and variance of the incoming batch after the
   CIFAR normalisation, as ``(mean_r, mean_g, mean_b, var_r - 1, var_g - 1, var_b - 1)``,
   near zero for clean images (:func:`batch_stats`).
@@ -128,16 +131,27 @@ class AccuracyEvaluator:
         return self.cache[slot]
 
 
+ENERGY_MODELS = ("board", "dynamic_only")
+
+
 class PowerModel:
-    """Modelled dynamic energy of a network relative to the dense one, cached by configuration."""
+    """Modelled energy above idle of a network relative to the dense one, cached by configuration.
+
+    ``energy``: ``board`` (active power over the modelled time, :mod:`edgeprune.power.model`'s
+    one energy model) or ``dynamic_only`` (the ablation: Horowitz MAC and byte energies, nothing
+    for time). The reported figures carry both, each labelled.
+    """
 
     def __init__(
-        self, dense: nn.Module, profile: str | DeviceProfile, *, frame_rate_hz: float = 30.0, input_shape: Sequence[int] = INPUT_SHAPE
-    ) -> None:
+        self, dense: nn.Module, profile: str | DeviceProfile, *, frame_rate_hz: float = 30.0,
+        input_shape: Sequence[int] = INPUT_SHAPE, energy: str = "board",
+    ) -> None:  # fmt: skip
         if frame_rate_hz <= 0:
             raise ValueError(f"frame_rate_hz must be > 0, got {frame_rate_hz}")
+        if energy not in ENERGY_MODELS:
+            raise ValueError(f"energy must be one of {ENERGY_MODELS}, got {energy!r}")
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-        self.frame_rate_hz = frame_rate_hz
+        self.frame_rate_hz, self.energy = frame_rate_hz, energy
         self.input_shape = tuple(input_shape)
         self.dense = self.estimate(dense)
         self.cache: dict[Key, float] = {}
@@ -145,23 +159,30 @@ class PowerModel:
     def estimate(self, model: nn.Module) -> Estimate:
         return estimate(model, self.profile, input_shape=(1, *self.input_shape))
 
+    def _energy(self, est: Estimate) -> float:
+        return est.above_idle_energy_j if self.energy == "board" else est.dynamic_only_energy_j
+
     def relative(self, model: nn.Module, key: Key) -> float:
-        """Dynamic energy per image of ``model`` (pruned as ``key``) / that of the dense network."""
+        """Energy per image above idle of ``model`` (pruned as ``key``) / that of the dense network."""
         key = tuple(key)
         if key not in self.cache:
-            self.cache[key] = self.estimate(model).dynamic_energy_j / self.dense.dynamic_energy_j
+            self.cache[key] = self._energy(self.estimate(model)) / self._energy(self.dense)
         return self.cache[key]
 
     def summary(self, model: nn.Module) -> dict[str, float | str]:
         """The modelled figures reported in the tables; every one is modelled (``power_source``)."""
         est = self.estimate(model)
+        above = est.above_idle_power_w(self.frame_rate_hz)
         return {
-            "power_mw_modelled": est.dynamic_energy_j * self.frame_rate_hz * 1e3,
-            "board_power_mw_modelled": (self.profile.idle_power_w.value + est.dynamic_energy_j * self.frame_rate_hz) * 1e3,
+            "power_mw_modelled": above * 1e3,
+            "board_power_mw_modelled": (self.profile.idle_power_w.value + above) * 1e3,
+            "power_mw_dynamic_only": est.dynamic_only_energy_j * self.frame_rate_hz * 1e3,
             "energy_mj_modelled": est.energy_j * 1e3,
             "device_latency_ms_modelled": est.latency_s * 1e3,
             "frame_rate_hz": self.frame_rate_hz,
-            "power_source": f"{est.source}; power above idle at {self.frame_rate_hz:g} frames/s",
+            "reward_energy": self.energy,
+            "power_source": f"{est.source}; board model: active power over the modelled time, above idle at "
+            f"{self.frame_rate_hz:g} frames/s (power_mw_dynamic_only: the MAC + byte ablation)",
         }
 
 
@@ -194,6 +215,7 @@ class PruningTask:
         severity: int = 3,
         power_profile: str | DeviceProfile = "rpi4",
         frame_rate_hz: float = 30.0,
+        energy: str = "board",
         min_mac_share: float = 0.0,
         round_to: int = 1,
         ignored_layers: Sequence[str] | None = None,
@@ -219,7 +241,7 @@ class PruningTask:
             model=model,
             units=units,
             evaluator=AccuracyEvaluator(val, calib_x, conditions, severity=severity, device=device),
-            power=PowerModel(model, power_profile, frame_rate_hz=frame_rate_hz, input_shape=input_shape),
+            power=PowerModel(model, power_profile, frame_rate_hz=frame_rate_hz, input_shape=input_shape, energy=energy),
             stats_pools=pools,
             reference_stats={c: batch_stats(pool) for c, pool in pools.items()},
             ignored_layers=ignored,

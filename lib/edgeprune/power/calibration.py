@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,21 +41,40 @@ def calibration_costs(model_name: str, input_size: int = 224) -> tuple[LayerCost
     return tuple(layer_costs(model, (1, 3, input_size, input_size)))
 
 
+@dataclass(frozen=True)
+class Case:
+    """A batch-1 latency the roofline should reproduce: a network's layer costs at one precision."""
+
+    name: str
+    costs: tuple[LayerCost, ...]
+    precision: str
+    measured_ms: float
+
+    @classmethod
+    def from_point(cls, point: CalibrationPoint) -> Case:
+        return cls(point.model, calibration_costs(point.model, point.input_size), point.precision, point.published_ms)
+
+
+def case_ms(profile: DeviceProfile, case: Case) -> float:
+    """The profile's roofline latency of one case, in ms."""
+    return sum(layer_latencies(case.costs, profile, case.precision)) * 1e3
+
+
 def modelled_ms(profile: DeviceProfile, point: CalibrationPoint) -> float:
     """The profile's roofline latency for one calibration point, in ms."""
-    return sum(layer_latencies(calibration_costs(point.model, point.input_size), profile, point.precision)) * 1e3
+    return case_ms(profile, Case.from_point(point))
 
 
-def free_parameters(profile: DeviceProfile, points: Sequence[CalibrationPoint] | None = None) -> list[Path_]:
+def free_parameters(profile: DeviceProfile, points: Sequence[CalibrationPoint | Case] | None = None) -> list[Path_]:
     """The constants :func:`fit_profile` fits from ``points`` (default: the profile's own)."""
-    points = profile.calibration if points is None else points
+    cases = _cases(profile, points)
     params: list[Path_] = []
-    for precision in dict.fromkeys(p.precision for p in points):
+    for precision in dict.fromkeys(c.precision for c in cases):
         params.append(("precisions", precision, "efficiency"))
-    for processor in dict.fromkeys(profile.precisions[p.precision].processor for p in points):
+    for processor in dict.fromkeys(profile.precisions[c.precision].processor for c in cases):
         params.append(("processors", processor, "layer_overhead_us"))
-        on_processor = [p for p in points if profile.precisions[p.precision].processor == processor]
-        if any(c.kind == "depthwise" for p in on_processor for c in calibration_costs(p.model, p.input_size)):
+        on_processor = [c for c in cases if profile.precisions[c.precision].processor == processor]
+        if any(cost.kind == "depthwise" for c in on_processor for cost in c.costs):
             params.append(("processors", processor, "depthwise_efficiency_ratio"))
     return params
 
@@ -67,23 +87,37 @@ def with_constants(profile: DeviceProfile, values: dict[Path_, float], source: s
     return DeviceProfile.model_validate(raw)
 
 
-def fit_profile(profile: str | DeviceProfile, points: Sequence[CalibrationPoint] | None = None) -> DeviceProfile:
-    """``profile`` with its free constants fitted to ``points`` (default: its calibration points)."""
+def _cases(profile: DeviceProfile, points: Sequence[CalibrationPoint | Case] | None) -> list[Case]:
+    points = profile.calibration if points is None else points
+    return [p if isinstance(p, Case) else Case.from_point(p) for p in points]
+
+
+def fit_profile(
+    profile: str | DeviceProfile,
+    points: Sequence[CalibrationPoint | Case] | None = None,
+    *,
+    params: Sequence[Path_] | None = None,
+    source: str = FIT_SOURCE,
+) -> DeviceProfile:
+    """``profile`` with its free constants (or ``params``) fitted to ``points`` (default: its calibration points).
+
+    Least squares on log(modelled / measured), so a 2x miss weighs the same in either direction.
+    """
     profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    points = list(profile.calibration if points is None else points)
-    if not points:
+    cases = _cases(profile, points)
+    if not cases:
         raise ValueError(f"device profile {profile.name} has no calibration points to fit")
-    params = free_parameters(profile, points)
+    params = list(free_parameters(profile, cases) if params is None else params)
     lower = np.log([_BOUNDS[p[2]][0] for p in params])
     upper = np.log([_BOUNDS[p[2]][1] for p in params])
     start = np.clip(np.log([getattr(getattr(profile, p[0])[p[1]], p[2]).value for p in params]), lower, upper)
 
     def residuals(x: np.ndarray) -> list[float]:
         trial = with_constants(profile, dict(zip(params, np.exp(x))))
-        return [math.log(modelled_ms(trial, p) / p.published_ms) for p in points]
+        return [math.log(case_ms(trial, c) / c.measured_ms) for c in cases]
 
     result = least_squares(residuals, start, bounds=(lower, upper))
-    return with_constants(profile, {p: float(f"{v:.4g}") for p, v in zip(params, np.exp(result.x))})
+    return with_constants(profile, {p: float(f"{v:.4g}") for p, v in zip(params, np.exp(result.x))}, source)
 
 
 def calibration_table(

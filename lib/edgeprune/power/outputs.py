@@ -1,8 +1,10 @@
 """Reading back what the 60_device_power stage wrote, and the notebook's table and figure over it.
 
 The stage (:mod:`edgeprune.stages.device_power`) writes under ``results/device/``: ``power.csv``
-(:data:`COLUMNS`, one row per kept model, device, precision and processor), ``summary.json`` (dvc
-metrics, :func:`summary_metrics`), ``ingest.json`` (which measured JSONs were used, which ignored
+(:data:`COLUMNS`, one row per kept model, device, precision and processor), ``host_check.csv``
+(the energy model's predicted vs the host's measured latency per kept network,
+:mod:`edgeprune.power.validation`), ``summary.json`` (dvc metrics, :func:`summary_metrics`, and
+``host_check``, that check's summary), ``ingest.json`` (which measured JSONs were used, which ignored
 and why, and the host's meter) and ``export/``: ``<model>/<stage>/<method>-<setting>/{fp32,int8-qnnpack}.pt``
 with their JSON sidecars, listed in ``export/manifest.json`` (always written; empty with
 ``export: false``). :func:`load` reads them back. Torch-free.
@@ -42,10 +44,22 @@ def read_power(paths: ResultPaths) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"setting": str, "method": str})
 
 
+def read_host_check(paths: ResultPaths) -> pd.DataFrame:
+    """``host_check.csv`` (empty where the check was skipped: its reason is in ``summary.json``)."""
+    path = out_dir(paths) / "host_check.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (has the 60_device_power stage run?)")
+    try:
+        return pd.read_csv(path, dtype={"setting": str, "method": str})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def load(paths: ResultPaths) -> dict[str, Any]:
-    """``power`` (:func:`read_power`) and, where written, the :data:`JSONS` by name."""
+    """``power`` (:func:`read_power`), ``host_check`` where written, and the :data:`JSONS` by name."""
     out = out_dir(paths)
-    return {"power": read_power(paths)} | {name: read_json(out / f) for name, f in JSONS.items() if (out / f).is_file()}
+    checked = {"host_check": read_host_check(paths)} if (out / "host_check.csv").is_file() else {}
+    return {"power": read_power(paths)} | checked | {name: read_json(out / f) for name, f in JSONS.items() if (out / f).is_file()}
 
 
 def evidence(source: str) -> str:

@@ -35,7 +35,7 @@ class DevicePowerParams(Section):
     )  # fmt: skip
     profiles: list[str] = Field(
         default_factory=lambda: ["rpi4", "jetson-nano-10w", "jetson-nano-5w"], min_length=1,
-        description="modelled devices: shipped profiles (edgeprune/devices/*.yaml) that have a roofline",
+        description="modelled devices: shipped profiles (edgeprune/devices/*.yaml)",
     )  # fmt: skip
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
         default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1,
@@ -47,8 +47,9 @@ class DevicePowerParams(Section):
     )  # fmt: skip
     export: bool = Field(True, description="write TorchScript exports for `python -m edgeprune.device run`")
     calib_images: int = Field(32, ge=1, description="train images calibrating the int8 exports")
-    host_warmup: int = Field(2, ge=0, description="untimed runs before timing a model the method table has no latency for")
-    host_repeats: int = repeats_field(10, "timed batch-1 runs for such a model")
+    host_warmup: int = Field(2, ge=0, description="untimed batch-1 runs before each timed round of a kept model on the host")
+    host_repeats: int = repeats_field(10, "timed batch-1 runs per round")
+    host_rounds: int = Field(3, ge=1, description="interleaved rounds over every kept model; latency = median of round medians")
     host_energy_seconds: float = Field(1.0, gt=0, description="metered inference per model and precision (RAPL only)")
 
     @field_validator("stages")
@@ -61,15 +62,12 @@ class DevicePowerParams(Section):
 
     @field_validator("profiles")
     @classmethod
-    def _roofline_profiles(cls, value: list[str]) -> list[str]:
+    def _known_profiles(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"duplicate profiles in {value}")
         unknown = [p for p in value if p not in available_profiles()]
         if unknown:
             raise ValueError(f"unknown device profile(s) {unknown}; shipped: {available_profiles()}")
-        flat = [p for p in value if not _profile(p).precisions]
-        if flat:
-            raise ValueError(f"profile(s) {flat} have no roofline (they only convert a measured latency): use host_profile")
         return value
 
     @field_validator("host_profile")

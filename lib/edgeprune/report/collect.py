@@ -62,7 +62,8 @@ class Results:
 
     ``rows``: every tidy row, with a ``stage`` column; ``akperl`` / ``qsa`` / ``ppo``: per model,
     the stage files the papers' tables need beyond the rows; ``power``: the device-power table
-    (``None`` if that stage has not run); ``missing``: "<stage>/<model>" pairs with no rows.
+    (``None`` if that stage has not run) and ``host_check``, its check of the energy model's time
+    on the host (:mod:`edgeprune.power.validation`; ``None`` likewise); ``missing``: "<stage>/<model>" pairs with no rows.
     """
 
     rows: pd.DataFrame
@@ -70,6 +71,7 @@ class Results:
     qsa: dict[str, dict[str, Any]] = field(default_factory=dict)
     ppo: dict[str, pd.DataFrame] = field(default_factory=dict)
     power: pd.DataFrame | None = None
+    host_check: dict[str, Any] | None = None
     missing: list[str] = field(default_factory=list)
 
     def stage(self, stage: str, model: str | None = None, budget: int | None = 0) -> pd.DataFrame:
@@ -121,4 +123,5 @@ def load_results(paths: ResultPaths, models: Iterable[str], stages: Sequence[str
         res.rows = pd.concat(frames, ignore_index=True)
     res.missing = missing
     res.power = power_outputs.read_power(paths) if (power_outputs.out_dir(paths) / "power.csv").is_file() else None
+    res.host_check = power_outputs.load(paths).get("summary", {}).get("host_check") if res.power is not None else None
     return res

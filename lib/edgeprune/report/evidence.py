@@ -14,6 +14,7 @@ why the measurement is missing.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,23 @@ def _measured_time_note(dense_ms: pd.Series, method_ms: pd.Series, dense_power: 
             "speed (batch 1): the modelled cut rests on MACs and bytes, and board power spent over time would not fall")
 
 
+def _energy_check(summary: dict[str, Any] | None, precision: str = "fp32") -> tuple[bool, str]:
+    """Whether the energy model may judge a power claim, and the note saying why: its time ratios
+    (compressed / dense) checked against the host's measured ones at ``precision`` (the device
+    stage's ``host_check``, :mod:`edgeprune.power.validation`)."""
+    if summary is None or "skipped" in summary:
+        reason = summary["skipped"] if summary else "the device stage has not run"
+        return True, f"energy model not checked against measured time ({reason})"
+    errors = summary["errors"][summary["judge"]].get(precision, {"networks": 0})
+    if not errors["networks"]:
+        return True, f"energy model not checked at {precision} (no compressed {precision} network timed on the host)"
+    figures = (f"energy model's {precision} time ratios vs the host's measured ones ({summary['judged_by']}): "
+               f"median miss {errors['median']:.2f}x, worst {errors['worst']:.2f}x over {errors['networks']} networks")  # fmt: skip
+    if errors["worst"] > summary["tolerance"]:
+        return False, f"not judged: the {figures}, beyond the {summary['tolerance']:g}x the model needs to judge a power claim"
+    return True, figures
+
+
 def _switching(stream: pd.DataFrame | None, controller: str, arm: str, model: str) -> Measured | None:
     """Stream top-1 of ``controller`` minus the best static bank network in hindsight, per stream seed, with
     the oracle switcher's gap in the note (:func:`edgeprune.streams.hindsight_arms`); None without those arms."""
@@ -113,9 +131,14 @@ def _akperl(res: Results, out: dict[str, Measured], budget: int) -> None:
     )  # fmt: skip
     out["akperl_vs_magnitude_acc"] = _mci(ak["top1"] - mag["top1"], note)
     power_note = note + _measured_time_note(dense["latency_b1_ms"], ak["latency_b1_ms"], dense["power"], ak["power"])
-    out["akperl_power_reduction"] = _mci(100 * (dense["power"] - ak["power"]) / dense["power"], power_note)
+    checked, check_note = _energy_check(res.host_check)
     best_static = pd.concat([l1["power"], mag["power"]], axis=1).min(axis=1)
-    out["akperl_power_vs_static"] = _mci(100 * (best_static - ak["power"]) / dense["power"], note)
+    power_claims = {
+        "akperl_power_reduction": (100 * (dense["power"] - ak["power"]) / dense["power"], power_note),
+        "akperl_power_vs_static": (100 * (best_static - ak["power"]) / dense["power"], note),
+    }
+    for claim, (values, text) in power_claims.items():
+        out[claim] = _mci(values, f"{text}; {check_note}") if checked else Measurement(None, None, check_note)
     out["akperl_latency_reduction"] = _mci(
         100 * (dense["latency_b1_ms"] - ak["latency_b1_ms"]) / dense["latency_b1_ms"],
         f"{note}; measured on this machine's CPU, batch 1",

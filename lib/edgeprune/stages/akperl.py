@@ -98,6 +98,7 @@ def build_task(params: Params, data: PreparedData, model: nn.Module, device: tor
         severity=params.shift.severity,
         power_profile=p.power_profile,
         frame_rate_hz=p.frame_rate_hz,
+        energy=p.energy_model,
         min_mac_share=p.min_mac_share,
         round_to=p.round_to,
         device=device,

@@ -7,16 +7,21 @@ For every model a method stage kept (``results/<stage>/<model>/models/<method>-<
    loading the saved file back and comparing its outputs with the model's;
 2. model latency, energy and mean power on every device profile and precision
    (:func:`edgeprune.power.model.estimate`): source ``modelled: <profile>``;
-3. the host: latency measured (the method stage's ``latency_b1_ms`` / ``int8_latency_b1_ms``,
-   timed here only where its table has none), power metered where Intel RAPL is readable, else
-   modelled from the measured latency (``latency measured, power modelled: host-x86``);
-4. a JSON written by ``python -m edgeprune.device run`` on a real board and committed under
+3. the host: every kept model's batch-1 latency timed here, fp32 and int8 (this host's engine),
+   in interleaved rounds so that compressed / dense ratios share one load; power metered where
+   Intel RAPL is readable, else modelled from the measured latency (``latency measured, power
+   modelled: host-x86``);
+4. the energy model's time checked against those latencies (:mod:`edgeprune.power.validation`):
+   the same roofline on the ``host-x86`` profile predicts every network, and the ratio error of
+   compressed / dense latency is reported per network, refitted (overhead, efficiencies) and
+   reported leave-one-out where the a-priori constants miss by more than 1.5x;
+5. a JSON written by ``python -m edgeprune.device run`` on a real board and committed under
    ``results/device/measured/`` replaces the modelled row of its model, device and precision:
    ``measured on jetson-nano 10W`` when a meter ran, ``latency measured on rpi4, power
    modelled: rpi4`` when the board had none (:mod:`edgeprune.power.ingest`).
 
-Outputs under ``results/device/`` (``power.csv``, ``summary.json``, ``ingest.json`` and
-``export/``), described and read back by :mod:`edgeprune.power.outputs`.
+Outputs under ``results/device/`` (``power.csv``, ``host_check.csv``, ``summary.json``,
+``ingest.json`` and ``export/``), described and read back by :mod:`edgeprune.power.outputs`.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from edgeprune import harness, results
+from edgeprune import harness
 from edgeprune.data import load_prepared, normalize
 from edgeprune.device import export_model, load_exported, meter_inference
 from edgeprune.io import atomic_write, load_module, write_json_atomic
@@ -47,8 +53,10 @@ from edgeprune.power.outputs import (
 )  # fmt: skip
 from edgeprune.power.params import DevicePowerParams
 from edgeprune.counting import LayerCost, layer_costs
+from edgeprune.power.calibration import Case
 from edgeprune.power.model import estimate
 from edgeprune.power.profiles import DeviceProfile, load_profile
+from edgeprune.power.validation import HostCase, check
 from edgeprune.quant import quantize_int8
 from edgeprune.timing import quantized_engine
 from edgeprune.train import set_threads
@@ -66,7 +74,7 @@ __all__ = [
 
 ARM_ENGINE = "qnnpack"
 _EXPORT_TAGS = {"fp32": "fp32", "int8": f"int8-{ARM_ENGINE}"}
-_HOST_LATENCY = {"fp32": "latency_b1_ms", "int8": "int8_latency_b1_ms"}
+_HOST_PRECISIONS = ("fp32", "int8")
 
 
 # --------------------------------------------------------------------------- what is costed
@@ -183,50 +191,50 @@ def modelled_rows(costed: _Costed, profiles: Sequence[DeviceProfile], precisions
             rows.append(power_row(costed.item, profile.name, precision, profile.precisions[precision].processor,
                                   latency_ms=est.latency_s * 1e3, energy_mj=est.energy_j * 1e3,
                                   power_mw=est.mean_power_w * 1e3, source=est.source, macs=costed.macs,
-                                  clamped_to_max_power=est.clamped))  # fmt: skip
+                                  dynamic_only_energy_mj=est.dynamic_only_energy_j * 1e3))  # fmt: skip
     return rows
 
 
-def method_table(paths: ResultPaths, stage: str, model: str) -> pd.DataFrame | None:
-    """The tidy rows a method stage wrote for ``model``, or None where it wrote none."""
-    path = paths.method_rows(stage, model)
-    return results.read_table(path) if path.is_file() else None
+def time_host(
+    costed: Sequence[_Costed], precisions: Sequence[str], cfg: DevicePowerParams, threads: int
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Batch-1 latency of every kept model at every host precision, timed here in interleaved rounds.
+
+    Each round times every network once (``host_warmup`` + ``host_repeats`` runs); a network's
+    latency is the median of its round medians. Timing them all in one place, interleaved, gives
+    ratios (compressed / dense) measured under the same load: the method stages' own timings ran
+    minutes or hours apart, and on a shared 2-core host their ratios moved by up to 1.7x (int8,
+    quick profile) where a quiet re-measure gave 0.96.
+    """
+    wanted = [(c, p) for c in costed for p in precisions if p in _HOST_PRECISIONS]
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {(c.item.name, p): [] for c, p in wanted}
+    for _ in range(cfg.host_rounds):
+        for c, precision in wanted:
+            rounds[c.item.name, precision].append(harness.measure_latency(
+                c.runnable(precision), c.input_shape[1:], 1, warmup=cfg.host_warmup, repeats=cfg.host_repeats,
+                threads=threads))  # fmt: skip
+    out = {}
+    for key, stats in rounds.items():
+        medians = [s["median_ms"] for s in stats]
+        out[key] = {"latency_ms": float(np.median(medians)), "round_medians_ms": [round(m, 4) for m in medians],
+                    "threads": stats[0]["threads"], "cpu": stats[0]["cpu"],
+                    "cpu_load_1min": max(s["load_1min"] for s in stats)}  # fmt: skip
+    return out
 
 
-def table_latency(table: pd.DataFrame | None, item: KeptModel, precision: str) -> tuple[float, dict[str, Any]] | None:
-    """The method stage's measured batch-1 latency of ``item`` (its first row that has one), with provenance."""
-    column = _HOST_LATENCY[precision]
-    if table is None or column not in table:
-        return None
-    mine = table[(table["method"].astype(str) == item.method) & (table["setting"].astype(str) == item.setting)]
-    mine = mine[mine[column].notna()]
-    if mine.empty:
-        return None
-    row = mine.iloc[0]
-    where = {"latency_from": f"{item.stage}/{item.model}/rows.csv {column} (seed {row['seed']})",
-             "threads": row["threads"], "cpu": row["cpu"], "cpu_load_1min": row["cpu_load_1min"]}  # fmt: skip
-    if precision == "int8":
-        where["int8_backend"] = row["int8_backend"]
-    return float(row[column]), where
-
-
-def host_rows(costed: _Costed, table: pd.DataFrame | None, precisions: Sequence[str], host_profile: DeviceProfile,
-              meter: Meter | None, cfg: DevicePowerParams, threads: int) -> list[dict[str, Any]]:  # fmt: skip
+def host_rows(costed: _Costed, timed: dict[tuple[str, str], dict[str, Any]], precisions: Sequence[str],
+              host_profile: DeviceProfile, meter: Meter | None, cfg: DevicePowerParams, threads: int) -> list[dict[str, Any]]:  # fmt: skip
     """The host's fp32 and int8 rows: latency measured, energy metered (RAPL) or modelled from it."""
     rows = []
-    shape = costed.input_shape
-    for precision in [p for p in precisions if p in _HOST_LATENCY]:
-        found = table_latency(table, costed.item, precision)
-        if found is None:
-            stats = harness.measure_latency(costed.runnable(precision), shape[1:], 1, warmup=cfg.host_warmup,
-                                            repeats=cfg.host_repeats, threads=threads)  # fmt: skip
-            found = stats["median_ms"], {"latency_from": "timed by this stage (harness.measure_latency)",
-                                         "threads": stats["threads"], "cpu": stats["cpu"],
-                                         "cpu_load_1min": stats["load_1min"]}  # fmt: skip
-        latency_ms, extra = found
+    for precision in [p for p in precisions if p in _HOST_PRECISIONS]:
+        extra = dict(timed[costed.item.name, precision])
+        latency_ms = extra.pop("latency_ms")
+        extra["latency_from"] = f"timed by this stage: {cfg.host_rounds} interleaved rounds (median of round medians)"
+        if precision == "int8":
+            extra["int8_backend"] = quantized_engine()
         if meter is not None:
             with _threads(threads):
-                metered = meter_inference(costed.runnable(precision), torch.zeros(shape), meter,
+                metered = meter_inference(costed.runnable(precision), torch.zeros(costed.input_shape), meter,
                                           seconds=cfg.host_energy_seconds)  # fmt: skip
             energy_mj, power_mw, source = metered["energy_per_image_mj"], metered["mean_power_mw"], meter.source
             extra["meter"] = metered["reading"]
@@ -236,6 +244,23 @@ def host_rows(costed: _Costed, table: pd.DataFrame | None, precisions: Sequence[
         rows.append(power_row(costed.item, HOST, precision, "cpu", latency_ms=latency_ms, energy_mj=energy_mj,
                               power_mw=power_mw, source=source, macs=costed.macs, **extra))  # fmt: skip
     return rows
+
+
+def host_check(costed: Sequence[_Costed], timed: dict[tuple[str, str], dict[str, Any]],
+               host_profile: DeviceProfile) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
+    """The energy model's time ratios checked against the host's (:func:`edgeprune.power.validation.check`);
+    an empty table and the reason where no dense network (the baselines' ``none``) was timed."""
+    by_name = {c.item.name: c for c in costed}
+    items = [HostCase({"model": by_name[name].item.model, "stage": by_name[name].item.stage,
+                       "method": by_name[name].item.method, "setting": by_name[name].item.setting},
+                      by_name[name].item.method == "none",
+                      Case(name, tuple(by_name[name].costs), precision, t["latency_ms"]))
+             for (name, precision), t in timed.items()]  # fmt: skip
+    dense = {(i.key["model"], i.case.precision) for i in items if i.dense}
+    items = [i for i in items if (i.key["model"], i.case.precision) in dense]
+    if not items:
+        return pd.DataFrame(), {"skipped": "no dense network (method 'none', the baselines stage) among the kept models"}
+    return check(host_profile, items)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -255,7 +280,7 @@ def run(params: Params, paths: ResultPaths, *, sysfs_root: str | Path = "/sys") 
     """Export, model, measure the host and ingest device JSONs for every kept model; write the tables.
 
     Host timing and metering use ``params.num_threads`` (as the method stages' latency columns
-    do); everything else runs on one thread: exporting and int8 conversion are Python-bound
+    do), after every int8 conversion; everything else runs on one thread: exporting and int8 conversion are Python-bound
     graph work on a few images, where more OpenMP threads only spin on a shared machine (4x
     slower here with the second core busy).
     """
@@ -272,7 +297,6 @@ def run(params: Params, paths: ResultPaths, *, sysfs_root: str | Path = "/sys") 
         host_profile = load_profile(cfg.host_profile) if cfg.host_profile else None
         meter, meter_skipped = best_meter(sysfs_root, device_name=HOST) if host_profile else (None, {})
         kept = [k for s in cfg.stages for k in discover(paths, [s], stage_models(params, s))]
-        tables = {(s, m): method_table(paths, s, m) for s in cfg.stages for m in stage_models(params, s)}
         rows, manifest, costed = [], {}, {}
         for item in tqdm(kept, desc="device export / model", mininterval=5):
             c = costed[item.name] = _Costed(item, input_shape, calib_x)
@@ -280,15 +304,25 @@ def run(params: Params, paths: ResultPaths, *, sysfs_root: str | Path = "/sys") 
                 files = export_all(c, export_dir(paths, item), cfg.precisions)
                 manifest[item.name] = {"macs": c.macs, "files": [str(f.relative_to(out / "export")) for f in files]}
             rows += modelled_rows(c, profiles, cfg.precisions)
-            if host_profile is not None:
-                table = tables[item.stage, item.model]
-                rows += host_rows(c, table, cfg.precisions, host_profile, meter, cfg, threads)
         measured, ignored = ingest_measured(measured_dir(paths), costed)
+    checked: tuple[pd.DataFrame, dict[str, Any]] = (pd.DataFrame(), {"skipped": "host_profile is null"})
+    if host_profile is not None:
+        if "int8" in cfg.precisions:  # convert before timing: graph work on one thread, outside the timed rounds
+            with _threads(1):
+                for c in costed.values():
+                    c.runnable("int8")
+        timed = time_host(list(costed.values()), cfg.precisions, cfg, threads)
+        for c in costed.values():
+            rows += host_rows(c, timed, cfg.precisions, host_profile, meter, cfg, threads)
+        checked = host_check(list(costed.values()), timed, host_profile)
     table = to_frame(merge(rows, measured))
     with atomic_write(out / "power.csv") as tmp:
         table.to_csv(tmp, index=False)
     write_json_atomic(out / "export" / "manifest.json", {"input_shape": list(input_shape), "models": manifest})
-    write_json_atomic(out / "summary.json", summary_metrics(table, sum(len(m["files"]) for m in manifest.values())))
+    with atomic_write(out / "host_check.csv") as tmp:
+        checked[0].to_csv(tmp, index=False)
+    write_json_atomic(out / "summary.json", summary_metrics(table, sum(len(m["files"]) for m in manifest.values()))
+                      | {"host_check": checked[1]})
     write_json_atomic(out / "ingest.json", {
         "measured_used": sorted({r["extra"]["measured_json"] for r in measured}), "measured_ignored": ignored,
         "host_meter": meter.source if meter else None, "host_meter_skipped": meter_skipped,
