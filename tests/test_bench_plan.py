@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from edgeprune.bench import plan
+from edgeprune.bench.plan.device_power import kept_models
 from edgeprune.config import Params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,3 +188,15 @@ def test_invalid_params_through_the_dispatcher(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "train.epochs" in err and "Traceback" not in err
+
+
+def test_device_power_times_every_kept_model_in_rounds():
+    raw = tiny_raw()
+    cfg = Params.model_validate(raw).device_power
+    kept = sum(n for stages in kept_models(Params.model_validate(raw)).values() for n in stages.values())
+    calls = cfg.host_rounds * (cfg.host_warmup + 3 * cfg.host_repeats)
+    work = [w for name, w in stage(raw, "device_power").work.items() if name]
+    assert sum(w.b1_calls for w in work) == kept * calls
+    assert sum(w.int8_b1_calls for w in work) == (kept * calls if "int8" in cfg.precisions else 0)
+    raw["device_power"]["host_rounds"] = 2 * cfg.host_rounds
+    assert sum(w.b1_calls for w in stage(raw, "device_power").work.values()) == 2 * kept * calls
