@@ -40,6 +40,7 @@ import pandas as pd
 from edgeprune.akperl.reward import RewardCoefficients
 from edgeprune.akperl.task import PruningTask
 from edgeprune.akperl.units import LEVELS
+from edgeprune.allocation import allocate as greedy_allocation
 from edgeprune.envs.akperl import AkperlEnv
 
 
@@ -121,31 +122,18 @@ def allocate(drops: np.ndarray, gains: np.ndarray, target: float) -> list[int]:
     """Greedy allocation: levels per unit (row) whose summed ``gains`` reach ``target`` at little summed ``drops``.
 
     ``drops[u, l]`` and ``gains[u, l]`` are unit u's accuracy drop and sparsity at level l alone
-    (level 0: none). From all-zero levels, each move raises one unit to any higher level, the move
-    of least added drop per added gain first (ties: the earlier unit, then the lower level),
-    until the summed gain reaches ``target``. ``ValueError`` if every unit at its top level does not.
+    (level 0: none). From all-zero levels, each move raises one unit to a level of more gain, the
+    move of least added drop per added gain first (ties: the earlier unit, then the lower level),
+    until the summed gain reaches ``target`` (:func:`edgeprune.allocation.allocate`). ``ValueError``
+    if every unit at its top level does not.
     """
     if gains[:, -1].sum() < target - 1e-12:
         raise ValueError(f"sparsity target {target:.1%} is unreachable: every unit at its top level gives "
                          f"{gains[:, -1].sum():.1%}")  # fmt: skip
-    levels = [0] * len(drops)
-    reached = 0.0
-    while reached < target - 1e-12:
-        best: tuple[float, int, int] | None = None
-        for u, current in enumerate(levels):
-            for level in range(current + 1, drops.shape[1]):
-                gain = gains[u, level] - gains[u, current]
-                if gain <= 0:
-                    continue
-                cost = (drops[u, level] - drops[u, current]) / gain
-                if best is None or cost < best[0]:
-                    best = (cost, u, level)
-        if best is None:  # no move gains sparsity: cannot happen while the target is reachable
-            raise ValueError(f"no move reaches the sparsity target {target:.1%}")
-        _, u, level = best
-        reached += gains[u, level] - gains[u, levels[u]]
-        levels[u] = level
-    return levels
+    effects = {(u, level): (float(drops[u, level] - drops[u, 0]), float(gains[u, level] - gains[u, 0]))
+               for u in range(len(drops)) for level in range(1, drops.shape[1])}  # fmt: skip
+    chosen = greedy_allocation(effects, target_gain=target)
+    return [int(chosen.get(u, 0)) for u in range(len(drops))]
 
 
 def greedy_search(

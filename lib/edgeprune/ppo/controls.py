@@ -15,7 +15,7 @@ budgeted search (Wang et al., CVPR 2019), spending the same number of scored con
 From the mildest configuration (lowest prune rate, highest bit-width everywhere), each *move*
 (one group to a higher prune rate, or one layer to a lower bit-width) is scored alone; with fewer
 evaluations than moves, the moves that could save the most bytes are scored first (a layer's
-parameters times the share a move removes). Then moves are taken greedily, least predicted top-1
+parameters times the share a move removes). Then moves are taken greedily (:func:`edgeprune.allocation.allocate`), least predicted top-1
 drop per stored byte saved first (drops and savings summed over the moves taken), while the
 predicted top-1 stays at or above the agent's floor, and that allocation is scored as the last
 configuration. Every scored configuration goes through the agent's environment, and the pick is
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeprune.allocation import allocate
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 
 
@@ -61,29 +62,13 @@ def greedy_search(env: PruneQuantEnv, *, episodes: int, seed: int) -> list[Episo
     moves.sort(key=lambda m: -m[3])  # the largest possible saving first (stable: rates before bits on ties)
     start = len(env.episodes)
     base = env.search.evaluate([env.prune_rates[i] for i in base_rates], [env.bits[i] for i in base_bits])
-    effects = {}  # move -> (top-1 drop, bytes saved), measured alone
+    effects = {}  # ((kind, index), option) -> (top-1 drop, bytes saved), measured alone
     for kind, index, option, _ in moves[: episodes - 1]:
         rates, bits = list(base_rates), list(base_bits)
         (rates if kind == "rate" else bits)[index] = option
         outcome = _play(env, rates, bits).outcome
-        effects[kind, index, option] = (base.top1 - outcome.top1, base.size_bytes - outcome.size_bytes)
-    chosen: dict[tuple[str, int], int] = {}  # (kind, index) -> option taken
-    drop = 0.0
-    while True:
-        best = None
-        for (kind, index, option), (d, saved) in effects.items():
-            now_d, now_saved = effects.get((kind, index, chosen.get((kind, index))), (0.0, 0))  # its current option
-            gain = saved - now_saved
-            if gain <= 0 or base.top1 - (drop + d - now_d) < env.accuracy_floor:
-                continue
-            cost = (d - now_d) / gain
-            if best is None or cost < best[0]:
-                best = (cost, kind, index, option, d - now_d)
-        if best is None:
-            break
-        _, kind, index, option, added = best
-        chosen[kind, index] = option
-        drop += added
+        effects[(kind, index), option] = (base.top1 - outcome.top1, base.size_bytes - outcome.size_bytes)
+    chosen = allocate(effects, max_drop=base.top1 - env.accuracy_floor)
     rates, bits = list(base_rates), list(base_bits)
     for (kind, index), option in chosen.items():
         (rates if kind == "rate" else bits)[index] = option
