@@ -190,3 +190,22 @@ def test_relu_zeros_do_not_pull_the_threshold_down():
     x = torch.rand(256, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     spec = fakequant.calibrate(model, x, {"1": 8})["1"]
     assert spec.unsigned and spec.threshold > 0.9
+
+
+def test_deploy_is_calibration_then_quantization_as_the_scheme_says(trained):
+    from edgeprune.data import normalize
+
+    x, _ = separable(64, seed=5)
+    calib = normalize(x)
+    bits = dict.fromkeys(fakequant.quantized_layers(trained), 4)
+    full = fakequant.QuantScheme("mse", activations=True)
+    acts = fakequant.calibrate(trained, calib, bits)
+    want = fakequant.quantize_model(trained, bits, acts, weight_clip="mse")
+    torch.testing.assert_close(fakequant.deploy(trained, bits, full, calib)(calib), want(calib))
+    # weights only: no input quantizers, whatever the calibration images
+    weights = fakequant.deploy(trained, bits, fakequant.QuantScheme("mse", activations=False), calib)
+    torch.testing.assert_close(weights(calib), fakequant.quantize_model(trained, bits, weight_clip="mse")(calib))
+    # given quantizers (a QAT run's) are used as they are, not re-calibrated
+    coarse = {name: fakequant.ActivationQuant(a.threshold / 8, a.bits, a.unsigned) for name, a in acts.items()}
+    torch.testing.assert_close(fakequant.deploy(trained, bits, full, calib, activations=coarse)(calib),
+                               fakequant.quantize_model(trained, bits, coarse, weight_clip="mse")(calib))  # fmt: skip

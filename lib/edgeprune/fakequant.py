@@ -43,7 +43,7 @@ from edgeprune.clipping import (
 )  # fmt: skip
 
 __all__ = [  # the grid helpers of edgeprune.clipping are part of this module's surface
-    "KL_BINS", "WEIGHT_CLIPS", "ActivationQuant", "KLResult", "QuantScheme", "RatioMemo", "activation_histograms", "calibrate", "check_bits",
+    "KL_BINS", "WEIGHT_CLIPS", "ActivationQuant", "KLResult", "QuantScheme", "RatioMemo", "activation_histograms", "calibrate", "check_bits", "deploy",
     "fake_quantize_activation", "fake_quantize_weight", "grid_max", "kl_threshold", "quantization_aware",
     "quantize_model", "quantized_layers", "simulated", "threshold_from_histogram", "weight_bits",
 ]  # fmt: skip
@@ -279,6 +279,28 @@ def quantize_model(
     quantized = copy.deepcopy(model)
     _install(_check_quantizers(quantized, bits, activations, weight_clip), bits, activations, weight_clip)
     return quantized
+
+
+def deploy(
+    model: nn.Module,
+    bits: Mapping[str, int],
+    scheme: QuantScheme,
+    calib_x: torch.Tensor,
+    *,
+    activations: Mapping[str, ActivationQuant] | None = None,
+    bins: int = KL_BINS,
+    stride: int = 1,
+    batch_size: int = 256,
+) -> nn.Module:
+    """``model`` as it is deployed at ``bits`` under ``scheme``: a fake-quantized copy whose weights
+    are clipped by ``scheme.weight_clip`` and, when the scheme quantizes activations, whose inputs
+    are KL-calibrated on ``calib_x`` (normalized, on the model's device), unless ``activations``
+    (the quantizers a QAT run trained with) are given. The one place recovered networks are
+    quantized for scoring and for the tables, so the two cannot differ."""
+    acts = activations or {}
+    if scheme.activations and activations is None:
+        acts = calibrate(model, calib_x, bits, bins=bins, stride=stride, batch_size=batch_size)
+    return quantize_model(model, bits, acts, weight_clip=scheme.weight_clip)
 
 
 @contextmanager

@@ -111,13 +111,10 @@ class RecoveredScorer:
             activations=activations, memo=memo, force=force,
         )  # fmt: skip
         model = model.to(search.device)
-        acts = activations or {}
-        if search.scheme.activations and activations is None:
-            calib = normalize(search.calib_x).to(search.device)
-            acts = fakequant.calibrate(
-                model, calib, bits_map, bins=search.kl_bins, stride=search.kl_stride, batch_size=search.batch_size
-            )
-        quantized = fakequant.quantize_model(model, bits_map, acts, weight_clip=search.scheme.weight_clip)
+        quantized = fakequant.deploy(
+            model, bits_map, search.scheme, normalize(search.calib_x).to(search.device), activations=activations,
+            bins=search.kl_bins, stride=search.kl_stride, batch_size=search.batch_size,
+        )  # fmt: skip
         logits = predict(quantized, x, batch_size=search.batch_size, device=search.device)
         top1 = 100.0 * (logits.argmax(1) == y).float().mean().item()
         return Score(top1, F.cross_entropy(logits, y).item())

@@ -112,11 +112,8 @@ def _report(
     float pruned model (k-bit layers have no kernels here)."""
     cfg, device = params.ppo, resolve_device(params.device)
     model = place(model, device).eval()
-    acts = {}
-    if ctx.scheme.activations:
-        calib = normalize(ctx.calib.x).to(device)
-        acts = fakequant.calibrate(model, calib, bits, bins=cfg.kl_bins, batch_size=cfg.batch_size)
-    simulated = fakequant.quantize_model(model, bits, acts, weight_clip=ctx.scheme.weight_clip)
+    simulated = fakequant.deploy(model, bits, ctx.scheme, normalize(ctx.calib.x).to(device), bins=cfg.kl_bins,
+                                 batch_size=cfg.batch_size)  # fmt: skip
     shift = [c for c in params.shift.conditions if c != "clean"] if cfg.evaluate_shift else []
     common = dict(model_name=ctx.model_name, method=method, setting=setting, seed=seed, eval_batch_size=cfg.batch_size)
     row = harness.report(
