@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pydantic
 import pytest
@@ -312,3 +313,50 @@ def test_params_agree_with_the_library_and_check_the_stream_target():
         QSAParams(compressions=[4.0], controller=ControllerParams(compression=8.0))
     with pytest.raises(pydantic.ValidationError, match="unknown condition"):
         ControllerParams(conditions=["clean", "fog"])
+
+
+def test_the_stage_resumes_finished_seeds_and_writes_the_same_files(tmp_path, monkeypatch):
+    """Seeds are checkpointed: a second run with the same params, weights and code re-runs none and writes
+    byte-identical outputs; new params re-run every seed; a missing kept network re-runs the first seed."""
+    from edgeprune.config import load_params
+    from edgeprune.io import save_module
+    from edgeprune.paths import ResultPaths, repo_root
+    from edgeprune.stages import qsa as stage
+
+    params = load_params(repo_root() / "lib/edgeprune/profiles/tiny.yaml")
+    paths = ResultPaths.at(tmp_path / "results")
+    for seed in params.train.seeds:
+        paths.dense("mobilenet_v3_small", seed).mkdir(parents=True)
+        (paths.dense("mobilenet_v3_small", seed) / "model.pt").write_bytes(b"weights")
+    ran: list[int] = []
+
+    def fake_seed(ctx, seed, outputs):  # what _run_seed leaves: rows, tables, the first seed's kept networks
+        ran.append(seed)
+        outputs["rows"].append({"model": "mobilenet_v3_small", "method": "qsa", "setting": "c8x", "seed": seed,
+                                "top1": 0.1 * seed + 1 / 3, "extra": {"target": 8.0, "kept": (3, 4)}})  # fmt: skip
+        outputs["candidates"].append({"seed": seed, "target": 8.0, "kl": float(torch.tensor(0.1, dtype=torch.float32))})
+        outputs["stream"] += [{"seed": seed, "arm": "qsa", "top1": 50.0 + seed}] if seed else []
+        if seed == ctx.params.qsa.seeds[0]:
+            for target in ctx.params.qsa.compressions:
+                save_module(nn.Linear(2, 2), stage.kept_model_path(ctx.paths, ctx.model_name, target))
+        return {"search_seconds": 1.0}
+
+    monkeypatch.setattr(stage, "_run_seed", fake_seed)
+    monkeypatch.setattr(stage, "load_prepared", lambda path: types.SimpleNamespace(train=None))
+    monkeypatch.setattr(stage, "Recovery", lambda *a, **k: None)
+    out = paths.root / "qsa" / "mobilenet_v3_small"
+    files = ["rows.csv", "candidates.csv", "stream.csv", "triggers.csv"]
+
+    stage.run(params, paths, "mobilenet_v3_small")
+    assert ran == params.qsa.seeds
+    first = {f: (out / f).read_bytes() for f in files}
+    assert {f"qsa-{stage.setting(t)}.pt" for t in params.qsa.compressions} <= {p.name for p in (out / "models").iterdir()}
+    stage.run(params, paths, "mobilenet_v3_small")
+    assert ran == params.qsa.seeds  # nothing re-ran
+    assert {f: (out / f).read_bytes() for f in files} == first
+    stage.kept_model_path(paths, "mobilenet_v3_small", params.qsa.compressions[0]).unlink()
+    stage.run(params, paths, "mobilenet_v3_small")
+    assert ran == [*params.qsa.seeds, params.qsa.seeds[0]]  # only the seed that keeps networks
+    changed = params.model_copy(update={"qsa": params.qsa.model_copy(update={"candidates": params.qsa.candidates + 1})})
+    stage.run(changed, paths, "mobilenet_v3_small")
+    assert ran[-len(params.qsa.seeds):] == params.qsa.seeds  # other params: every seed again

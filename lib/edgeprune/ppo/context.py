@@ -7,15 +7,12 @@ other params, weights or code is never resumed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeprune.checkpoints import load_dense
+from edgeprune.checkpoints import code_digest, fingerprint, load_dense
 from edgeprune.data import PreparedData
-from edgeprune.deps import module_closure
 from edgeprune.envs.prune_quant import Episode, density_reward
 from edgeprune.fakequant import QuantScheme
 from edgeprune.io import write_json_atomic
@@ -115,7 +112,7 @@ class DenseContext:
             "prune_rates": sorted(cfg.prune_rates), "bits": sorted(cfg.bits),
             "round_to": cfg.round_to, "search_val_images": cfg.search_val_images, "calib_images": cfg.calib_images,
             "taylor_images": cfg.taylor_images, "kl_bins": cfg.kl_bins, "search_kl_stride": cfg.search_kl_stride,
-            "code": _code_digest("edgeprune.ppo.sensitivity"),
+            "code": code_digest("edgeprune.ppo.sensitivity"),
         }  # fmt: skip
         if path.is_file():
             table = SensitivityTable.load(path)
@@ -144,20 +141,6 @@ class DenseContext:
 
 def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int, repo: Path | None = None) -> str:
     """Hash of everything a seed's record depends on: params, dense weights and every module the stage can run
-    (:func:`edgeprune.deps.module_closure`, the closure DVC's deps are derived from), so a checkpoint made by
-    other code is never resumed."""
-    keys = {name: getattr(params, name).model_dump() for name in ("ppo", "finetune", "shift")}
-    digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode())
-    for which in ("model", "rewind"):
-        digest.update((paths.dense(model_name, dense_seed) / f"{which}.pt").read_bytes())
-    digest.update(_code_digest("edgeprune.stages.ppo", repo).encode())  # the code the stage runs
-    return digest.hexdigest()[:16]
-
-
-def _code_digest(module: str, repo: Path | None = None) -> str:
-    """Hash of every source file ``module`` imports (:func:`edgeprune.deps.module_closure`)."""
-    digest = hashlib.sha1()
-    repo = repo or Path(__file__).resolve().parents[3]  # module_closure reads repo/lib/edgeprune
-    for source in sorted(module_closure(repo, [f"import {module}"])):
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:16]
+    (:func:`edgeprune.checkpoints.fingerprint`)."""
+    weights = [paths.dense(model_name, dense_seed) / f"{which}.pt" for which in ("model", "rewind")]
+    return fingerprint(params, ("ppo", "finetune", "shift"), weights, "edgeprune.stages.ppo", repo)

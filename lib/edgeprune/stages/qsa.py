@@ -17,15 +17,21 @@ For one model and every seed of ``params.qsa.seeds``:
 The dense model of seed ``s`` is used when dense training ran that seed, else the
 first dense seed (the quick profile trains one dense model and varies the cheaper
 QSA stage over seeds: QSA initialisation, calibration, fine-tuning and stream).
-Outputs: ``results/qsa/<model>/``, read back by :mod:`edgeprune.qsa.outputs`.
+Outputs: ``results/qsa/<model>/``, read back by :mod:`edgeprune.qsa.outputs`. Each finished seed
+is checkpointed (``results/checkpoints/qsa/<model>/s<seed>.json``, the first seed's kept networks
+beside it), so an interrupted stage re-runs only the seeds it had not finished
+(:func:`edgeprune.checkpoints.resume`); every seed's outputs, fresh or resumed, are read back from
+its checkpoint, so both give the same files.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -34,9 +40,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeprune import harness, prune, results
-from edgeprune.checkpoints import dense_seed_for, load_dense
+from edgeprune.checkpoints import dense_seed_for, fingerprint, load_dense, resume
 from edgeprune.data import PreparedData, Split, apply_condition, load_prepared
-from edgeprune.io import save_module, write_csv_atomic, write_json_atomic
+from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.qsa.controller import Deployment, DriftController, make_image_stream
 from edgeprune.qsa.cycle import QSAPruner, QSASettings, recover_on_buffer
@@ -66,8 +72,45 @@ TRIGGER_COLUMNS = [
 ]  # fmt: skip
 
 
+TABLES = ("candidates", "stream", "triggers")
+"""The per-seed tables a record holds beside its rows (``split``-oriented: columns and data)."""
+
+FINGERPRINT_SECTIONS = ("qsa", "finetune", "shift", "data.split_seed", "train.eval_batch_size")
+"""The params a QSA seed's record depends on (with the dense weights and the stage's code)."""
+
+
+def checkpoint_path(paths: ResultPaths, model_name: str, seed: int) -> Path:
+    """Where a finished seed's record is kept (outside the stage's outputs: it survives a re-run)."""
+    return paths.root / "checkpoints" / STAGE / model_name / f"s{seed}.json"
+
+
+def kept_model_path(paths: ResultPaths, model_name: str, target: float) -> Path:
+    """Where the first seed's recovered QSA network at ``target`` is kept beside the checkpoints."""
+    return checkpoint_path(paths, model_name, 0).with_name(f"qsa-{setting(target)}.pt")
+
+
+def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int) -> str:
+    return fingerprint(params, FINGERPRINT_SECTIONS, [paths.dense(model_name, dense_seed) / "model.pt"],
+                       "edgeprune.stages.qsa")  # fmt: skip
+
+
+def _record(ctx: _Context, seed: int, expected: str) -> dict[str, Any]:
+    """The seed's record: resumed from its checkpoint, or run, checkpointed and read back."""
+    path = checkpoint_path(ctx.paths, ctx.model_name, seed)
+    record = resume(path, expected)
+    kept = [kept_model_path(ctx.paths, ctx.model_name, t) for t in ctx.params.qsa.compressions]
+    if record is None or (seed == ctx.params.qsa.seeds[0] and not all(k.is_file() for k in kept)):
+        outputs: dict[str, list] = {"rows": [], **{name: [] for name in TABLES}}
+        summary = _run_seed(ctx, seed, outputs)
+        tables = {name: pd.DataFrame(outputs[name]).to_dict(orient="split", index=False) for name in TABLES}
+        write_json_atomic(path, {"fingerprint": expected, "summary": summary, "rows": outputs["rows"], "tables": tables})
+        record = read_json(path)
+    return record
+
+
 def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
-    """Run every seed; write rows.csv (the tidy table), candidates.csv, stream.csv, triggers.csv, summary.json."""
+    """Run (or resume) every seed; write rows.csv (the tidy table), candidates.csv, stream.csv, triggers.csv,
+    summary.json and the first seed's kept networks."""
     if params.qsa is None:
         raise ValueError("params has no `qsa` section: the 40_qsa stage needs one")
     tic = time.perf_counter()
@@ -75,19 +118,23 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     data = load_prepared(paths.prepared)
     device = resolve_device(params.device)
     context = _Context(params, paths, model_name, data, device, Recovery(params.finetune, data.train, device=device))
-    outputs: dict[str, list] = {"rows": [], "candidates": [], "stream": [], "triggers": []}
-    summary: dict[str, Any] = {"seeds": {}}
+    records = {}
     for seed in tqdm(params.qsa.seeds, desc=f"qsa {model_name}", mininterval=5):
-        summary["seeds"][str(seed)] = _run_seed(context, seed, outputs)
+        expected = _fingerprint(params, paths, model_name, dense_seed_for(params, seed))
+        records[seed] = _record(context, seed, expected)
     out = out_dir(paths, model_name)
     rows_path = paths.method_rows(STAGE, model_name)
     rows_path.unlink(missing_ok=True)  # a re-run replaces the rows, never mixes with an old run's
-    results.append_rows(rows_path, outputs["rows"])
-    write_csv_atomic(pd.DataFrame(outputs["candidates"]), out / "candidates.csv")
-    write_csv_atomic(pd.DataFrame(outputs["stream"]), out / "stream.csv")
-    fired = pd.DataFrame(outputs["triggers"]) if outputs["triggers"] else pd.DataFrame(columns=TRIGGER_COLUMNS)
-    write_csv_atomic(fired, out / "triggers.csv")
-    summary["stage_seconds"] = time.perf_counter() - tic
+    results.append_rows(rows_path, [row for record in records.values() for row in record["rows"]])
+    for name in TABLES:
+        frames = [pd.DataFrame(**r["tables"][name]) for r in records.values() if r["tables"][name]["data"]]
+        empty = pd.DataFrame(columns=TRIGGER_COLUMNS if name == "triggers" else None)
+        write_csv_atomic(pd.concat(frames, ignore_index=True) if frames else empty, out / f"{name}.csv")
+    for target in params.qsa.compressions:  # kept for the device-power stage (first seed, as in 20_baselines)
+        with atomic_write(out / "models" / f"qsa-{setting(target)}.pt") as tmp:
+            shutil.copyfile(kept_model_path(paths, model_name, target), tmp)
+    summary = {"seeds": {str(seed): record["summary"] for seed, record in records.items()},
+               "stage_seconds": time.perf_counter() - tic}  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -183,8 +230,8 @@ def _run_seed(ctx: _Context, seed: int, outputs: dict[str, list]) -> dict[str, A
         for budget, model in zip(budgets, networks):
             _add_compression(report(model, "qsa", setting(target), budget, pruning=prune_report, extra=found), fp32_bytes)
         model = networks[0]  # the primary budget's network serves the stream and the export
-        if seed == q.seeds[0]:  # kept for the device-power stage (first seed, as in 20_baselines)
-            save_module(model, out_dir(ctx.paths, ctx.model_name) / "models" / f"qsa-{setting(target)}.pt")
+        if seed == q.seeds[0]:  # kept for the device-power stage; run() copies it into the stage's outputs
+            save_module(model, kept_model_path(ctx.paths, ctx.model_name, target))
         summary[setting(target)] = {**found, "kept_channels": _kept_channels(model, pruner.layers)}
         streamed = target == q.controller.compression
         if streamed:
