@@ -3,16 +3,18 @@
 #   make test    unit tests, notebook (nbval) tests and an end-to-end tiny `dvc repro`
 #   make lab     JupyterLab with the project's kernel
 #   make smoke   the paper profile's shape at tiny budgets (every model, every stage) in a copy of this tree
+#   make queue   run the queued experiments (dvc exp run --queue ...) on WORKERS parallel workers
 
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?=
 SMOKE_DIR ?= $(abspath ../edgeprune-smoke)
+WORKERS ?= 2
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup data repro test lab bench smoke clean-venv
+.PHONY: setup data repro test lab bench smoke queue clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
@@ -51,6 +53,11 @@ smoke: data
 	cd $(SMOKE_DIR) && $(BIN)/dvc cache dir --local $(abspath .dvc/cache) && $(BIN)/dvc checkout --quiet data.dvc
 	cp lib/edgeprune/profiles/smoke.yaml $(SMOKE_DIR)/params.yaml
 	cd $(SMOKE_DIR) && $(BIN)/python -m edgeprune.bench repro
+
+# Each worker's torch threads: num_threads 0 means cores / WORKERS (edgeprune.train.default_threads).
+queue: data
+	EDGEPRUNE_WORKERS=$(WORKERS) $(BIN)/dvc queue start -j $(WORKERS)
+	$(BIN)/dvc queue status
 
 bench: setup
 	$(BIN)/python -m edgeprune.bench train

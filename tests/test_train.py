@@ -183,3 +183,19 @@ def test_bad_arguments_are_named() -> None:
         fit(small_net(), toy_split(2), FitConfig(epochs=1, lr=0.1, batch_size=64), progress=False)
     with pytest.raises(ValueError, match="num_threads"):
         set_threads(-1)
+
+
+def test_zero_threads_shares_the_cores_among_the_queue_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeprune.train import WORKERS_ENV, default_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert default_threads() == 8
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert default_threads() == 4
+    monkeypatch.setenv(WORKERS_ENV, "16")
+    assert default_threads() == 1  # more workers than cores: one thread each
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=f"EDGEPRUNE_WORKERS must be a whole number >= 1.*{bad!r}"):
+            default_threads()

@@ -135,7 +135,7 @@ class Params(Section):
 
     profile: Literal["quick", "paper", "reference", "tiny", "smoke", "custom"] = "custom"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores, or cores / $EDGEPRUNE_WORKERS")
     data: DataParams = DataParams()
     shift: ShiftParams = ShiftParams()
     train: TrainParams
