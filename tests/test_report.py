@@ -40,7 +40,7 @@ AGENT_R_MINUS = [0.45, 0.47, 0.44]  # the random control's best R: below the age
 
 def _akperl_rows() -> pd.DataFrame:
     rows = [{"model": "mobilenet_v3_small", "method": "none", "setting": "dense", "seed": 0, "top1": DENSE["top1"],
-             "latency_b1_ms": DENSE["latency"], "sparsity_realised": 0.0, "extra": {"power_mw_modelled": DENSE["power"]}}]  # fmt: skip
+             "latency_b1_ms": DENSE["latency"], "sparsity_realised": 0.0, "extra": {"power_mw_modelled": DENSE["power"], "power_mw_dynamic_only": DENSE["power"]}}]  # fmt: skip
     for seed in range(3):
         for method, acc, power, sparsity in (
             ("akperl", AKPERL[seed], 100.0 + seed, 0.45),
@@ -50,7 +50,7 @@ def _akperl_rows() -> pd.DataFrame:
         ):
             rows.append({"model": "mobilenet_v3_small", "method": method, "setting": "x", "seed": seed, "top1": acc,
                          "latency_b1_ms": 19.0 + 0.1 * seed, "sparsity_realised": sparsity,
-                         "extra": {"power_mw_modelled": power, "dense_seed": 0}})  # fmt: skip
+                         "extra": {"power_mw_modelled": power, "power_mw_dynamic_only": power, "dense_seed": 0}})  # fmt: skip
     return _frame("akperl", rows)
 
 
@@ -120,6 +120,15 @@ def test_akperl_measurements_are_per_seed_differences_with_t_intervals(res):
     assert m["akperl_dqn_convergence"][0] == pytest.approx(120.0)
     mean, half = m["akperl_monitoring_ablation"][:2]  # one ablation seed: a mean, no interval
     assert mean == pytest.approx(0.3) and np.isnan(half)
+
+
+def test_power_claims_on_rows_from_before_the_board_energy_model_are_not_judged(res):
+    old = res.rows.assign(extra=res.rows["extra"].map(
+        lambda e: {k: v for k, v in (json.loads(e) if isinstance(e, str) else e).items() if k != "power_mw_dynamic_only"}))
+    m = claim_measurements(Results(rows=old, akperl=res.akperl, ppo=res.ppo))
+    for claim in ("akperl_power_reduction", "akperl_power_vs_static"):
+        assert m[claim].mean is None and "predate the board energy model" in m[claim].note
+    assert m["akperl_acc_drop"].mean is not None  # the other claims stand
 
 
 def test_dynamic_switching_is_judged_against_the_best_static_network_with_the_oracle_gap(res):
