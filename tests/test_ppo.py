@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -407,3 +408,47 @@ def test_a_seed_checkpoint_is_not_resumed_after_any_module_the_stage_runs_change
     with open(repo / "lib/edgeprune/clipping.py", "a") as f:
         f.write("\n# changed\n")
     assert _fingerprint(params, paths, "mobilenet_v3_small", 0, repo=repo) != before
+
+
+def _additive(search: CompressionSearch, costly: int) -> Callable:
+    """A predictor losing 0.1 pt per bit below 8 on every layer, 40 pt per bit on layer ``costly``, 10 pt per unit of rate."""
+    def predict(rates, bits):
+        return 80.0 - sum((8 - b) * (40.0 if t == costly else 0.1) for t, b in enumerate(bits)) - 10.0 * sum(rates)
+    return predict
+
+
+def test_relax_regains_the_floor_with_the_cheapest_moves_first(search):
+    from edgeprune.ppo.repair import relax
+
+    layers, costly = search.layers, min(range(len(search.layers)), key=lambda t: search.layers[t].params)
+    predict = _additive(search, costly)
+    options = dict(prune_rates=[0.0, 0.25, 0.5], bit_options=[2, 4, 8])
+    rates, bits = (0.5,) * len(search.groups), (2,) * len(layers)
+    floor = predict((0.5,) * len(search.groups), tuple(8 if t == costly else 2 for t in range(len(layers)))) - 1e-9
+    relaxed_rates, relaxed_bits = relax(predict, layers, rates, bits, floor=floor, **options)
+    assert predict(relaxed_rates, relaxed_bits) >= floor
+    assert relaxed_bits[costly] == 8 and relaxed_rates == rates  # the one layer that costs most per byte, nothing else
+    assert sorted(b for t, b in enumerate(relaxed_bits) if t != costly) == [2] * (len(layers) - 1)
+    assert relax(predict, layers, relaxed_rates, relaxed_bits, floor=floor, **options) == (relaxed_rates, relaxed_bits)
+    mildest = relax(predict, layers, rates, bits, floor=1000.0, **options)  # unreachable: everything relaxed
+    assert mildest == ((0.0,) * len(search.groups), (8,) * len(layers))
+
+
+def test_env_with_repair_rewards_the_relaxed_configuration(trained):
+    x, y = separable(256, seed=2)
+    groups = taylor_groups(trained, x[:64], y[:64], input_shape=SHAPE)
+    predicted = CompressionSearch(trained, groups, x[:64], x[64:], y[64:], input_shape=SHAPE)
+    with pytest.raises(ValueError, match="ppo.signal: sensitivity"):
+        make_env(predicted, repair=True)
+    costly = min(range(len(predicted.layers)), key=lambda t: predicted.layers[t].params)
+    predicted.use_predictor(_additive(predicted, costly))
+    env = make_env(predicted, repair=True, accuracy_floor=60.0)
+    env.reset()
+    done = False
+    while not done:
+        _, reward, done, _, _ = env.step([2, 0])  # 50 % of channels, 2 bits everywhere: far below the floor
+    episode = env.episodes[-1]
+    assert episode.feasible and episode.outcome.top1 >= 60.0 and episode.bits[costly] > 2
+    assert reward == pytest.approx(env.reward(episode.outcome))
+    with pytest.raises(ValueError, match="repair needs signal: sensitivity"):
+        PPOParams(signal="ptq", repair=True)

@@ -34,6 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from edgeprune.fakequant import check_bits
+from edgeprune.ppo.repair import relax
 from edgeprune.ppo.search import CompressionSearch, Outcome
 
 FEATURES = (
@@ -106,6 +107,7 @@ class PruneQuantEnv(gym.Env):
         bits: Sequence[int],
         accuracy_floor: float,
         penalty: float = 1.0,
+        repair: bool = False,
     ) -> None:
         super().__init__()
         self.search = search
@@ -118,7 +120,9 @@ class PruneQuantEnv(gym.Env):
             raise ValueError(f"accuracy_floor {accuracy_floor:.2f}% is above the dense model's top-1 {dense:.2f}%")
         if penalty < 0:
             raise ValueError(f"penalty must be >= 0, got {penalty}")
-        self.accuracy_floor, self.penalty = float(accuracy_floor), float(penalty)
+        if repair and search.predictor is None:
+            raise ValueError("repair relaxes configurations by the sensitivity predictor: set ppo.signal: sensitivity")
+        self.accuracy_floor, self.penalty, self.repair = float(accuracy_floor), float(penalty), repair
         self.layers = search.layers
         self.action_space = spaces.MultiDiscrete([len(self.prune_rates), len(self.bits)])
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(FEATURES),), dtype=np.float32)
@@ -208,10 +212,13 @@ class PruneQuantEnv(gym.Env):
         self._t += 1
         if self._t < self.num_layers:
             return self._observation(), 0.0, False, False, {}
-        rates = tuple(r if r is not None else 0.0 for r in self._group_rates)
-        outcome = self.search.evaluate(rates, self._layer_bits)
+        rates, bits = tuple(r if r is not None else 0.0 for r in self._group_rates), tuple(self._layer_bits)
+        if self.repair:  # HAQ-style: the configuration deployed (and rewarded) is relaxed to the floor
+            rates, bits = relax(self.search.predictor, self.layers, rates, bits, floor=self.accuracy_floor,
+                                prune_rates=self.prune_rates, bit_options=self.bits)  # fmt: skip
+        outcome = self.search.evaluate(rates, bits)
         reward = self.reward(outcome)
-        episode = Episode(rates, tuple(self._layer_bits), outcome, reward, outcome.top1 >= self.accuracy_floor)
+        episode = Episode(rates, bits, outcome, reward, outcome.top1 >= self.accuracy_floor)
         self.episodes.append(episode)
         info = {
             "episode_index": len(self.episodes) - 1,

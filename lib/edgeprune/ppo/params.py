@@ -72,6 +72,10 @@ class PPOParams(Section):
         1.0, ge=0,
         description="reward lost per top-1 point below the floor (in units of dense density)",
     )
+    repair: bool = Field(
+        False, description="relax an episode predicted below the floor until it is not, HAQ-style, and reward "
+        "the relaxed configuration (edgeprune.ppo.repair; needs signal: sensitivity)",
+    )  # fmt: skip
     # agent (stable-baselines3 PPO)
     episodes: int = Field(4, ge=1, description="training episodes per seed (one episode = one compressed model)")
     episodes_per_update: int = Field(2, ge=1, description="episodes per PPO rollout / update")
@@ -169,4 +173,6 @@ class PPOParams(Section):
             raise ValueError(
                 f"episodes ({self.episodes}) must be a multiple of episodes_per_update ({self.episodes_per_update})"
             )
+        if self.repair and self.signal != "sensitivity":
+            raise ValueError(f"repair needs signal: sensitivity (it relaxes by the predictor), got signal: {self.signal}")
         return self

@@ -182,7 +182,8 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     tic = time.perf_counter()
     evaluations = ctx.search.evaluations
     env = PruneQuantEnv(
-        ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty
+        ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty,
+        repair=cfg.repair,
     )
     agent = train_agent(
         env, episodes=cfg.episodes, episodes_per_update=cfg.episodes_per_update, learning_rate=cfg.learning_rate,
@@ -198,7 +199,8 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
     controls = {}
     for name in cfg.controls:
         control_env = PruneQuantEnv(
-            ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty
+            ctx.search, prune_rates=cfg.prune_rates, bits=cfg.bits, accuracy_floor=ctx.floor, penalty=cfg.penalty,
+            repair=cfg.repair,
         )
         scored = SEARCHES[name](control_env, episodes=len(env.episodes), seed=seed)
         controls[name] = (scored, *select_policy(scored, ctx.rescore, ctx.select_floor, cfg.finalists))
