@@ -29,7 +29,7 @@ from edgeprune.paths import ResultPaths
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
-__all__ = ["code_digest", "dense_seed_for", "fingerprint", "load_dense", "resume"]
+__all__ = ["code_digest", "dense_seed_for", "fingerprint", "load_dense", "record_path", "resume"]
 
 
 def dense_seed_for(params: Params, seed: int) -> int:
@@ -75,6 +75,11 @@ def fingerprint(
         digest.update(Path(path).read_bytes())
     digest.update(code_digest(module, repo).encode())
     return digest.hexdigest()[:16]
+
+
+def record_path(paths: ResultPaths, stage: str, model: str, seed: int) -> Path:
+    """Where a seed-by-seed stage keeps one finished seed's record."""
+    return paths.stage_checkpoints(stage, model) / f"s{seed}.json"
 
 
 def resume(path: Path, expected: str) -> dict[str, Any] | None:

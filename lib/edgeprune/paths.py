@@ -54,6 +54,10 @@ class ResultPaths:
         """The resumable last-epoch checkpoint (a persistent, uncached DVC output)."""
         return self.root / "checkpoints" / "dense" / f"{model}-s{seed}.pt"
 
+    def stage_checkpoints(self, stage: str, model: str) -> Path:
+        """A seed-by-seed method stage's checkpoints for one model (a persistent, uncached DVC output)."""
+        return self.root / "checkpoints" / stage / model
+
     def stage_dir(self, stage: str, model: str | None = None) -> Path:
         """The folder a stage writes (per model for the method stages): ``<root>/<stage>[/<model>]``."""
         return self.root / stage if model is None else self.root / stage / model

@@ -105,7 +105,7 @@ class DenseContext:
         """The dense model's sensitivity table: kept beside the stage's checkpoints and measured again only
         when the dense weights or the settings it was measured with changed."""
         cfg = params.ppo
-        path = paths.root / "checkpoints" / STAGE / self.model_name / f"sensitivity-d{self.dense_seed}.json"
+        path = paths.stage_checkpoints(STAGE, self.model_name) / f"sensitivity-d{self.dense_seed}.json"
         settings = {
             "steps": cfg.sensitivity.steps, "batch_size": cfg.sensitivity.batch_size,
             "finetune": params.finetune.model_dump(), "scheme": self.scheme.label, "weight_clip": self.scheme.weight_clip,

@@ -44,11 +44,11 @@ from dvclive import Live
 from torch import nn
 
 from edgeprune import fakequant, harness, measure, results
-from edgeprune.checkpoints import dense_seed_for
+from edgeprune.checkpoints import dense_seed_for, record_path, resume
 from edgeprune.data import PreparedData, load_prepared, normalize
 from edgeprune.envs.prune_quant import Episode, PruneQuantEnv
 from edgeprune.groups import width
-from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic, write_json_atomic
+from edgeprune.io import atomic_write, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.ppo.agent import Finalist, greedy_episode, log_episodes, select_policy, train_agent
 from edgeprune.ppo.context import DenseContext
@@ -73,10 +73,6 @@ __all__ = [
     "budget_axis", "compare", "load", "lth_table", "plot_learning_curves", "plot_policy", "plot_sensitivity",
     "plot_tradeoff", "predictor_table",
 ]  # fmt: skip
-
-
-def checkpoint_path(paths: ResultPaths, model_name: str, seed: int) -> Path:
-    return paths.root / "checkpoints" / STAGE / model_name / f"s{seed}.json"
 
 
 # --------------------------------------------------------------------------- per seed
@@ -169,7 +165,7 @@ def _policy_table(ctx: DenseContext, chosen: Episode, pruned: nn.Module) -> list
 
 def kept_model_path(paths: ResultPaths, model_name: str, seed: int) -> Path:
     """Where a seed's fine-tuned PPO network is kept beside its checkpoint (survives a resumed run)."""
-    return checkpoint_path(paths, model_name, seed).with_name(f"s{seed}-ppo-policy-ft.pt")
+    return paths.stage_checkpoints(STAGE, model_name) / f"s{seed}-ppo-policy-ft.pt"
 
 
 def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, keep: Path | None = None) -> dict[str, Any]:
@@ -286,14 +282,6 @@ def run_seed(params: Params, data: PreparedData, ctx: DenseContext, seed: int, k
 # --------------------------------------------------------------------------- stage
 
 
-def _resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """A finished seed's record, if it was made with the same params and dense weights."""
-    if not path.is_file():
-        return None
-    record = read_json(path)
-    return record if record.get("fingerprint") == fingerprint else None
-
-
 def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
     """Run every seed of ``params.ppo`` for ``model_name`` and write the stage's files.
 
@@ -323,10 +311,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
             contexts[dense_seed] = DenseContext(params, paths, data, model_name, dense_seed)
         ctx = contexts[dense_seed]
         keep = kept_model_path(paths, model_name, seed) if seed == cfg.seeds[0] else None
-        record = _resume(checkpoint_path(paths, model_name, seed), ctx.fingerprint)
+        record = resume(record_path(paths, STAGE, model_name, seed), ctx.fingerprint)
         if record is None or (keep is not None and not keep.is_file()):
             record = run_seed(params, data, ctx, seed, keep)
-            write_json_atomic(checkpoint_path(paths, model_name, seed), record)
+            write_json_atomic(record_path(paths, STAGE, model_name, seed), record)
         records.append(record)
         live_dir = paths.dvclive(STAGE, model_name) / f"s{seed}"
         with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:

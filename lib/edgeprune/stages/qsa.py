@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgeprune import harness, prune, results
-from edgeprune.checkpoints import dense_seed_for, fingerprint, load_dense, resume
+from edgeprune.checkpoints import dense_seed_for, fingerprint, load_dense, record_path, resume
 from edgeprune.data import PreparedData, Split, apply_condition, load_prepared
 from edgeprune.io import atomic_write, read_json, save_module, write_csv_atomic, write_json_atomic
 from edgeprune.paths import ResultPaths
@@ -79,14 +79,9 @@ FINGERPRINT_SECTIONS = ("qsa", "finetune", "shift", "data.split_seed", "train.ev
 """The params a QSA seed's record depends on (with the dense weights and the stage's code)."""
 
 
-def checkpoint_path(paths: ResultPaths, model_name: str, seed: int) -> Path:
-    """Where a finished seed's record is kept (outside the stage's outputs: it survives a re-run)."""
-    return paths.root / "checkpoints" / STAGE / model_name / f"s{seed}.json"
-
-
 def kept_model_path(paths: ResultPaths, model_name: str, target: float) -> Path:
     """Where the first seed's recovered QSA network at ``target`` is kept beside the checkpoints."""
-    return checkpoint_path(paths, model_name, 0).with_name(f"qsa-{setting(target)}.pt")
+    return paths.stage_checkpoints(STAGE, model_name) / f"qsa-{setting(target)}.pt"
 
 
 def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int) -> str:
@@ -96,7 +91,7 @@ def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed
 
 def _record(ctx: _Context, seed: int, expected: str) -> dict[str, Any]:
     """The seed's record: resumed from its checkpoint, or run, checkpointed and read back."""
-    path = checkpoint_path(ctx.paths, ctx.model_name, seed)
+    path = record_path(ctx.paths, STAGE, ctx.model_name, seed)
     record = resume(path, expected)
     kept = [kept_model_path(ctx.paths, ctx.model_name, t) for t in ctx.params.qsa.compressions]
     if record is None or (seed == ctx.params.qsa.seeds[0] and not all(k.is_file() for k in kept)):
