@@ -70,12 +70,13 @@ def _mobilenet(models: list[str]) -> str | None:
 
 def _measured_time_note(dense_ms: pd.Series, method_ms: pd.Series, dense_power: pd.Series, method_power: pd.Series) -> str:
     """A warning where modelled power falls but the measured time on this CPU does not: the modelled
-    figure rests on MACs and bytes, and time-proportional board power would not fall with it."""
+    figure rests on the device model's time (or, on rows from before the board model, on MACs and
+    bytes), and board power spent over time falls only as fast as the measured time does."""
     speed = (dense_ms / method_ms).mean()
     if not (speed <= 1.0 and (method_power < dense_power).mean() > 0.5):
         return ""
     return (f"; modelled power falls, but measured on this CPU the network runs at {speed:.2f}x the dense network's "
-            "speed (batch 1): the modelled cut rests on MACs and bytes, and board power spent over time would not fall")
+            "speed (batch 1): the modelled cut rests on the device model's time, not on time measured here")
 
 
 def _energy_check(summary: dict[str, Any] | None, precision: str = "fp32") -> tuple[bool, str]:
