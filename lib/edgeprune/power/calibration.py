@@ -79,6 +79,12 @@ def free_parameters(profile: DeviceProfile, points: Sequence[CalibrationPoint | 
     return params
 
 
+def constant(profile: DeviceProfile, path: Path_) -> float:
+    """The value of the constant at ``path`` (the inverse of :func:`with_constants`)."""
+    section, key, field = path
+    return getattr(getattr(profile, section)[key], field).value
+
+
 def with_constants(profile: DeviceProfile, values: dict[Path_, float], source: str = FIT_SOURCE) -> DeviceProfile:
     """A copy of ``profile`` with the constants at ``values``' paths replaced (and re-validated)."""
     raw = profile.model_dump()
@@ -110,7 +116,7 @@ def fit_profile(
     params = list(free_parameters(profile, cases) if params is None else params)
     lower = np.log([_BOUNDS[p[2]][0] for p in params])
     upper = np.log([_BOUNDS[p[2]][1] for p in params])
-    start = np.clip(np.log([getattr(getattr(profile, p[0])[p[1]], p[2]).value for p in params]), lower, upper)
+    start = np.clip(np.log([constant(profile, p) for p in params]), lower, upper)
 
     def residuals(x: np.ndarray) -> list[float]:
         trial = with_constants(profile, dict(zip(params, np.exp(x))))

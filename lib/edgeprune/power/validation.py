@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgeprune.power.calibration import Case, case_ms, fit_profile, free_parameters
+from edgeprune.power.calibration import Case, case_ms, constant, fit_profile, free_parameters
 from edgeprune.power.profiles import DeviceProfile
 
 __all__ = ["HostCase", "TOLERANCE", "check", "fold"]
@@ -127,7 +127,7 @@ def check(
         table["loo_vs_dense"] = loo_speed
         table["loo_ratio_error"] = fold(table["loo_vs_dense"] / table["measured_vs_dense"])
         errors |= {"fitted": _summary(table, "fitted"), "loo": _summary(table, "loo")}
-        summary["constants"] = {".".join(p): getattr(getattr(fitted, p[0])[p[1]], p[2]).value for p in params}
+        summary["constants"] = {".".join(p): constant(fitted, p) for p in params}
         judge = "loo"
     summary["errors"] = errors
     summary["judged_by"] = {"apriori": "a-priori constants", "loo": "refitted, leave-one-out"}[judge]

@@ -251,11 +251,11 @@ def host_check(costed: Sequence[_Costed], timed: dict[tuple[str, str], dict[str,
     """The energy model's time ratios checked against the host's (:func:`edgeprune.power.validation.check`);
     an empty table and the reason where no dense network (the baselines' ``none``) was timed."""
     by_name = {c.item.name: c for c in costed}
-    items = [HostCase({"model": by_name[name].item.model, "stage": by_name[name].item.stage,
-                       "method": by_name[name].item.method, "setting": by_name[name].item.setting},
-                      by_name[name].item.method == "none",
-                      Case(name, tuple(by_name[name].costs), precision, t["latency_ms"]))
-             for (name, precision), t in timed.items()]  # fmt: skip
+    items = []
+    for (name, precision), t in timed.items():
+        item, costs = by_name[name].item, tuple(by_name[name].costs)
+        key = {"model": item.model, "stage": item.stage, "method": item.method, "setting": item.setting}
+        items.append(HostCase(key, item.method == "none", Case(name, costs, precision, t["latency_ms"])))
     dense = {(i.key["model"], i.case.precision) for i in items if i.dense}
     items = [i for i in items if (i.key["model"], i.case.precision) in dense]
     if not items:
