@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+from torch import nn
+
 from edgeprune.checkpoints import code_digest, fingerprint, load_dense
-from edgeprune.data import PreparedData
+from edgeprune.data import PreparedData, Split
 from edgeprune.envs.prune_quant import Episode, density_reward
 from edgeprune.fakequant import QuantScheme
 from edgeprune.io import write_json_atomic
@@ -29,7 +32,7 @@ from edgeprune.train import evaluate
 if TYPE_CHECKING:
     from edgeprune.config import Params
 
-__all__ = ["DenseContext"]
+__all__ = ["DenseContext", "dense_search", "sensitivity_table"]
 """The static baseline's bit-width: one prune rate everywhere, every layer at 8 bits."""
 
 
@@ -41,28 +44,16 @@ class DenseContext:
         self.model_name, self.dense_seed = model_name, dense_seed
         self.final = load_dense(paths, model_name, dense_seed, "model")
         self.rewind = load_dense(paths, model_name, dense_seed, "rewind")
-        taylor = data.train.subset(cfg.taylor_images, seed=0)
         self.calib = data.train.subset(cfg.calib_images, seed=1)
         self.recovery = Recovery(params.finetune, data.train, device=device)
-        val, unseen = data.val.split(cfg.search_val_images, seed=0)
-        if len(unseen) == 0:
-            raise ValueError(
-                f"ppo.search_val_images ({cfg.search_val_images}) takes all {len(data.val)} validation images: "
-                "none are left to re-score the finalists"
-            )
+        self.search, val, unseen = dense_search(params, data, self.final, device)
         self.select = unseen.subset(cfg.select_val_images, seed=0)
-        self.groups = taylor_groups(self.final, taylor.x, taylor.y)
-        self.scheme = QuantScheme(cfg.weight_clip, activations=cfg.quantize == "weights+activations")
-        self.search = CompressionSearch(
-            self.final, self.groups, self.calib.x, val.x, val.y,
-            round_to=cfg.round_to, kl_bins=cfg.kl_bins, kl_stride=cfg.search_kl_stride, scheme=self.scheme,
-            batch_size=cfg.batch_size, device=device,
-        )  # fmt: skip
+        self.groups, self.scheme = self.search.groups, self.search.scheme
         self.scorer = RecoveredScorer(self.search, self.recovery)
         self.table: SensitivityTable | None = None
         self.sensitivity: dict | None = None  # the predictor's fit and held-out check
         if cfg.signal == "sensitivity":
-            self.table = self._table(params, paths)
+            self.table = sensitivity_table(params, paths, model_name, dense_seed, self.search, self.recovery)
             tic = time.perf_counter()
             predictor, self.sensitivity = validate(
                 self.table, lambda rates, bits: self.scorer(rates, bits, 0, val.x, val.y).top1,
@@ -101,30 +92,6 @@ class DenseContext:
         self.dense_test = Outcome(top1, reference.size_bytes, reference.params)
         self.fingerprint = _fingerprint(params, paths, model_name, dense_seed)
 
-    def _table(self, params: Params, paths: ResultPaths) -> SensitivityTable:
-        """The dense model's sensitivity table: kept beside the stage's checkpoints and measured again only
-        when the dense weights or the settings it was measured with changed."""
-        cfg = params.ppo
-        path = paths.stage_checkpoints(STAGE, self.model_name) / f"sensitivity-d{self.dense_seed}.json"
-        settings = {
-            "steps": cfg.sensitivity.steps, "batch_size": cfg.sensitivity.batch_size,
-            "finetune": params.finetune.model_dump(), "scheme": self.scheme.label, "weight_clip": self.scheme.weight_clip,
-            "prune_rates": sorted(cfg.prune_rates), "bits": sorted(cfg.bits),
-            "round_to": cfg.round_to, "search_val_images": cfg.search_val_images, "calib_images": cfg.calib_images,
-            "taylor_images": cfg.taylor_images, "kl_bins": cfg.kl_bins, "search_kl_stride": cfg.search_kl_stride,
-            "code": code_digest("edgeprune.ppo.sensitivity"),
-        }  # fmt: skip
-        if path.is_file():
-            table = SensitivityTable.load(path)
-            if table.dense_hash == weights_hash(self.final) and table.settings == settings:
-                return table
-        table = measure_table(
-            self.search, self.recovery, prune_rates=cfg.prune_rates, bits=cfg.bits, steps=cfg.sensitivity.steps,
-            batch_size=cfg.sensitivity.batch_size, settings=settings,
-        )  # fmt: skip
-        write_json_atomic(path, table.to_json())
-        return table
-
     def rescore(self, episode: Episode) -> float:
         """Top-1 of an episode's compressed model on the selection images (unseen by the search), once per
         configuration (the static grid and every seed's finalists often share one): after the stage's
@@ -137,6 +104,56 @@ class DenseContext:
             else:
                 self._rescored[key] = self.search.top1_on(episode.rates, episode.bits, self.select.x, self.select.y)
         return self._rescored[key]
+
+
+def dense_search(
+    params: Params, data: PreparedData, final: nn.Module, device: torch.device
+) -> tuple[CompressionSearch, Split, Split]:
+    """The cached search over one dense model that every seed shares (Taylor groups, calibration and search
+    images from ``ppo``), the validation images it scores on, and those it leaves unseen (the selection's)."""
+    cfg = params.ppo
+    taylor = data.train.subset(cfg.taylor_images, seed=0)
+    calib = data.train.subset(cfg.calib_images, seed=1)
+    val, unseen = data.val.split(cfg.search_val_images, seed=0)
+    if len(unseen) == 0:
+        raise ValueError(
+            f"ppo.search_val_images ({cfg.search_val_images}) takes all {len(data.val)} validation images: "
+            "none are left to re-score the finalists"
+        )
+    search = CompressionSearch(
+        final, taylor_groups(final, taylor.x, taylor.y), calib.x, val.x, val.y,
+        round_to=cfg.round_to, kl_bins=cfg.kl_bins, kl_stride=cfg.search_kl_stride,
+        scheme=QuantScheme(cfg.weight_clip, activations=cfg.quantize == "weights+activations"),
+        batch_size=cfg.batch_size, device=device,
+    )  # fmt: skip
+    return search, val, unseen
+
+
+def sensitivity_table(
+    params: Params, paths: ResultPaths, model_name: str, dense_seed: int, search: CompressionSearch, recovery: Recovery
+) -> SensitivityTable:
+    """The dense model's sensitivity table: kept beside the stage's checkpoints and measured again only
+    when the dense weights or the settings it was measured with changed."""
+    cfg = params.ppo
+    path = paths.stage_checkpoints(STAGE, model_name) / f"sensitivity-d{dense_seed}.json"
+    settings = {
+        "steps": cfg.sensitivity.steps, "batch_size": cfg.sensitivity.batch_size,
+        "finetune": params.finetune.model_dump(), "scheme": search.scheme.label, "weight_clip": search.scheme.weight_clip,
+        "prune_rates": sorted(cfg.prune_rates), "bits": sorted(cfg.bits),
+        "round_to": cfg.round_to, "search_val_images": cfg.search_val_images, "calib_images": cfg.calib_images,
+        "taylor_images": cfg.taylor_images, "kl_bins": cfg.kl_bins, "search_kl_stride": cfg.search_kl_stride,
+        "code": code_digest("edgeprune.ppo.sensitivity"),
+    }  # fmt: skip
+    if path.is_file():
+        table = SensitivityTable.load(path)
+        if table.dense_hash == weights_hash(search.model) and table.settings == settings:
+            return table
+    table = measure_table(
+        search, recovery, prune_rates=cfg.prune_rates, bits=cfg.bits, steps=cfg.sensitivity.steps,
+        batch_size=cfg.sensitivity.batch_size, settings=settings,
+    )  # fmt: skip
+    write_json_atomic(path, table.to_json())
+    return table
 
 
 def _fingerprint(params: Params, paths: ResultPaths, model_name: str, dense_seed: int, repo: Path | None = None) -> str:
