@@ -12,8 +12,37 @@ from test_fakequant import reference_divergences
 
 from edgeprune import fakequant
 from edgeprune.clipping import (
-    COARSE_RATIOS, FINE_STEPS, KL_SAMPLES_PER_BIN, WEIGHT_CLIPS, channel_amax, quantize_channels, weight_clip_ratios,
+    COARSE_RATIOS, FINE_STEPS, KL_SAMPLES_PER_BIN, WEIGHT_CLIPS, channel_amax, quantize_channels, round_to_grid,
+    weight_clip_ratios,
 )  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_round_to_grid_is_torchs_fake_quantize_bit_for_bit_with_and_without_gradients(layout):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        x = (torch.randn(16, 8, 6, 6, generator=g) * (0.1 + 5 * torch.rand(1, generator=g))).contiguous(memory_format=layout)
+        qmax = int(torch.randint(1, 256, (1,), generator=g))
+        qmin = 0 if trial % 3 == 0 else -qmax
+        scale = float(torch.rand(1, generator=g)) * 0.3 + 1e-4
+        x[0, 0, 0, :3] = torch.tensor([0.5, 1.5, -2.5]) * scale  # ties round to even in both
+        x[0, 0, 1, 0] = 3 * qmax * scale  # beyond the per-tensor range
+        per_channel = x.abs().flatten(1).amax(1) * (0.2 + 0.7 * torch.rand(16, generator=g)) / qmax  # every max clipped
+        for ours_scale, theirs in (
+            (scale, lambda t: torch.fake_quantize_per_tensor_affine(t, scale, 0, qmin, qmax)),
+            (per_channel, lambda t: torch.fake_quantize_per_channel_affine(
+                t, per_channel.float(), torch.zeros(16, dtype=torch.int32), 0, qmin, qmax)),
+        ):  # fmt: skip
+            with torch.no_grad():  # the element-wise path
+                got = round_to_grid(x, ours_scale, qmin, qmax)
+            assert torch.equal(got, theirs(x)) and got.stride() == x.stride()
+            a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+            expected, got = theirs(a), round_to_grid(b, ours_scale, qmin, qmax)
+            assert torch.equal(got, expected)
+            upstream = torch.randn(expected.shape, generator=g)
+            expected.backward(upstream)
+            got.backward(upstream)
+            assert torch.equal(b.grad, a.grad) and (b.grad == 0).any()  # straight through, zero where clipped
 
 
 def _error(weight: torch.Tensor, bits: int, clip: str) -> torch.Tensor:

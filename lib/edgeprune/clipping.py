@@ -58,6 +58,31 @@ def grid_max(bits: int, unsigned: bool = False) -> int:
     return 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
 
 
+def round_to_grid(x: torch.Tensor, scale: float | torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """Symmetric / unsigned fake quantization (zero-point 0) of ``x`` to ``scale`` x [qmin, qmax]: a float
+    ``scale`` per tensor, or a tensor of one scale per output channel (dim 0).
+
+    Where a gradient is wanted (quantization-aware training) this is ``torch.fake_quantize_per_*_affine``
+    with its straight-through gradient. Without one (evaluation, calibration, clip-ratio searches) it is
+    ``clamp(round(x * (1 / scale)), qmin, qmax) * scale`` in element-wise ops, the reciprocal taken in
+    float32 as torch's kernels take it: the same values bit for bit, 4-7x faster on this CPU (torch's
+    fake-quantize CPU kernels do not vectorise: a 250x16x16x16 tensor, one thread, 9.2 vs 1.3 ms). A
+    hand-written backward of the same formula gave equal gradients per call but moved a QAT run's
+    gradients by float noise (1e-4 relative), so training keeps torch's op and its numbers.
+    """
+    per_channel = isinstance(scale, torch.Tensor)
+    if torch.is_grad_enabled() and x.requires_grad:
+        if per_channel:
+            zero = torch.zeros(len(scale), dtype=torch.int32, device=scale.device)
+            return torch.fake_quantize_per_channel_affine(x, scale.float(), zero, 0, qmin, qmax)
+        return torch.fake_quantize_per_tensor_affine(x, float(scale), 0, qmin, qmax)
+    if per_channel:
+        scale = scale.float().view((-1,) + (1,) * (x.dim() - 1))
+        return torch.round(x * (1.0 / scale)).clamp_(qmin, qmax).mul_(scale)
+    scale32 = np.float32(scale)
+    return torch.round(x * float(np.float32(1.0) / scale32)).clamp_(qmin, qmax).mul_(float(scale32))
+
+
 @dataclass(frozen=True)
 class KLResult:
     """Outcome of :func:`kl_threshold`: the chosen threshold and the whole divergence curve."""
@@ -159,8 +184,7 @@ def quantize_channels(weight: torch.Tensor, amax: torch.Tensor, bits: int) -> to
     """Per-output-channel symmetric fake quantization of ``weight`` to the grid [-amax_c, amax_c]."""
     qmax = grid_max(bits)
     scale = (amax / qmax).clamp_min(torch.finfo(torch.float32).tiny).float()
-    zero_point = torch.zeros_like(scale, dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero_point, 0, -qmax, qmax)
+    return round_to_grid(weight, scale, -qmax, qmax)
 
 
 def _least_error(w: torch.Tensor, amax: torch.Tensor, bits: int, candidates: torch.Tensor) -> torch.Tensor:

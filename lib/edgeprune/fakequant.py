@@ -3,7 +3,8 @@
 Below 8 bits there are no integer kernels on the CPUs this project targets, so a
 k-bit layer is *simulated*: its weights are rounded to the k-bit grid and its input
 activations are clipped and rounded to the k-bit grid, in float arithmetic
-(:func:`torch.fake_quantize_per_channel_affine` / ``..._per_tensor_affine``). Its
+(:func:`edgeprune.clipping.round_to_grid`: ``torch.fake_quantize_per_*_affine`` where gradients flow,
+the same values in faster element-wise ops where they do not). Its
 accuracy is that of a real k-bit deployment; its latency is not (report it as
 simulated). Real int8 inference is :func:`edgeprune.quant.quantize_int8`.
 
@@ -39,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from edgeprune.clipping import (
     KL_BINS, WEIGHT_CLIPS, KLResult, channel_amax, check_bits, check_weight_clip, grid_max, kl_threshold,
-    quantize_channels, weight_clip_ratios,
+    quantize_channels, round_to_grid, weight_clip_ratios,
 )  # fmt: skip
 
 __all__ = [  # the grid helpers of edgeprune.clipping are part of this module's surface
@@ -65,7 +66,7 @@ def fake_quantize_activation(x: torch.Tensor, threshold: float, bits: int, unsig
     """Clip ``x`` to the threshold and round it to the b-bit grid (per tensor)."""
     qmax = grid_max(bits, unsigned)
     scale = max(float(threshold), torch.finfo(torch.float32).tiny) / qmax
-    return torch.fake_quantize_per_tensor_affine(x, scale, 0, 0 if unsigned else -qmax, qmax)
+    return round_to_grid(x, scale, 0 if unsigned else -qmax, qmax)
 
 
 # --------------------------------------------------------------------------- model-level
