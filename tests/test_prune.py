@@ -148,3 +148,10 @@ def test_l1_regularised_removes_the_smallest_batchnorm_scales_across_layers():
     assert widths == [8, 16]  # 25 % of the 32 prunable channels, all from the small-scale layer
     torch.testing.assert_close(pruned[1].weight, torch.linspace(0.01, 0.16, 16)[8:])  # the smallest eight went
     assert report.method == "l1_regularised" and report.realised == pytest.approx(0.25)
+
+
+def test_l1_regularised_on_a_network_without_batchnorm_is_unreachable_and_says_why():
+    """SqueezeNet has no BatchNorm: network slimming has nothing to rank (make smoke's first failure:
+    the baselines stage crashed in torch.cat on the empty list of scores)."""
+    with pytest.raises(prune.UnreachableSparsity, match="no BatchNorm"):
+        prune.apply(create_model("squeezenet1_1").eval(), "l1_regularised", 0.3, round_to=8)

@@ -3,7 +3,7 @@
 The reduced form of the smoke profile (issue 18): ``make smoke`` runs the paper profile's
 whole shape stage by stage, which is too long for the test suite; these tests take each
 registry model (random weights, 32x32 inputs) through what a method stage does to one
-model: AKPERL's units, sparsity floor, episode and recovery; QSA's λ path, KL threshold
+model: the baselines' pruning methods at every sparsity; AKPERL's units, sparsity floor, episode and recovery; QSA's λ path, KL threshold
 search, masks and recovery; PPO's Taylor groups, plan and quantization-aware recovery;
 and the int8 conversion each of them ends with. Settings that decide whether a path can
 fail on a model (round_to, the floor, min_mac_share, positions, bit-widths) come from
@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune import quant
+from edgeprune import prune, quant
 from edgeprune.akperl.budget import SparsityFloor
 from edgeprune.akperl.units import LEVELS, LayerwisePruner, find_units
 from edgeprune.config import load_params, profile_path
@@ -108,3 +108,22 @@ def test_ppo_plan_recovers_at_mixed_bits_and_converts(name, split, recovery):
     recovered = retrain(model, plan, bits, recovery, seed=0, teacher=model, qat=p.qat)
     assert plan.removes_channels and torch.isfinite(recovered(normalize(split.x[:2]))).all()
     _runs_in_int8(recovered, split)
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_baseline_method_prunes_or_says_why(name, split):
+    """Each method of the paper's baselines at its lowest and highest sparsity gives a working network, or a
+    structured method's :class:`~edgeprune.prune.UnreachableSparsity` with its reason (the stage then
+    writes no row and says why in its summary); any other error is a failure."""
+    b = PAPER.baselines
+    model = create_model(name).eval()
+    for method in b.methods:
+        for sparsity in (min(b.sparsities), max(b.sparsities)):
+            options = {"round_to": b.round_to} if method in prune.STRUCTURED else {}
+            try:
+                pruned, report = prune.apply(model, method, sparsity, **options)
+            except prune.UnreachableSparsity as err:
+                assert method in prune.STRUCTURED and str(err)
+                continue
+            assert report.method == method and report.realised > 0
+            assert torch.isfinite(pruned(normalize(split.x[:2]))).all()

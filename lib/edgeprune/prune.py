@@ -214,6 +214,8 @@ def _group_removals(
         scores.append(score / score.mean().clamp_min(1e-12) if importance.normalise_groups else score)
         weights.append(torch.full((len(score),), float(groups[-1][2])))
     sizes = [len(score) for _, score, _ in groups]
+    if not groups:
+        return []
     if global_pruning:
         owner = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
         order = torch.argsort(torch.cat(scores), stable=True)
@@ -259,7 +261,9 @@ def prune_structured(
     it (odd channel counts measured 5-7x slower int8 mobilenet_v3_small on x86), and the
     realised sparsity, reported beside the target, then moves a few points either way. A
     target above what the groups can lose at all (each keeps at least ``round_to``
-    channels, or one) is :class:`UnreachableSparsity`. The output shape is checked.
+    channels, or one) is :class:`UnreachableSparsity`, and so is a network whose groups
+    ``importance`` cannot score at all (network slimming's BatchNorm scales on a network
+    without BatchNorm, such as SqueezeNet). The output shape is checked.
     """
     sparsity = check_sparsity(sparsity)
     round_to = round_to or 1
@@ -272,6 +276,11 @@ def prune_structured(
     channels_before = _out_channels(pruned, list(layers))
     graph = dependency_graph(pruned, input_shape)
     removals = _group_removals(graph, ignored, importance, sparsity, global_pruning, round_to)
+    if not removals:
+        raise UnreachableSparsity(
+            f"{type(model).__name__} has no channel group that {method} can rank: {type(importance).__name__} scores "
+            f"none of its prunable groups{' (it ranks BatchNorm scales; this network has no BatchNorm)' if isinstance(importance, BNScaleImportance) else ''}"
+        )  # fmt: skip
     ceiling = _ceiling(removals, round_to, channels_before)
     if sparsity > ceiling + SHORTFALL_TOLERANCE:
         raise UnreachableSparsity(

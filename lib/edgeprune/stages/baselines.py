@@ -77,6 +77,10 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
                 options = {"round_to": cfg.round_to} if method in prune.STRUCTURED else {}
                 source = dense
                 if method == "l1_regularised":
+                    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in dense.modules()):
+                        pruned_cache[key] = None  # network slimming ranks BatchNorm scales: nothing to train or rank
+                        unreachable[f"{method}/s{sparsity:.2f}"] = f"{model_name} has no BatchNorm scales to rank"
+                        continue
                     if dense_seed not in regularised:
                         tic = time.perf_counter()
                         regularised[dense_seed] = recovery.sparsity_train(
