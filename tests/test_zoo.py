@@ -17,6 +17,7 @@ import torch
 
 from edgeprune import prune, quant
 from edgeprune.akperl.budget import SparsityFloor
+from edgeprune.akperl.networks import static_methods
 from edgeprune.akperl.units import LEVELS, LayerwisePruner, find_units
 from edgeprune.config import load_params, profile_path
 from edgeprune.data import Split, normalize
@@ -127,3 +128,11 @@ def test_every_baseline_method_prunes_or_says_why(name, split):
                 continue
             assert report.method == method and report.realised > 0
             assert torch.isfinite(pruned(normalize(split.x[:2]))).all()
+
+
+def test_akperl_compares_with_network_slimming_only_where_there_are_batchnorm_scales():
+    """Table 1's statics (make smoke's second find: AKPERL on squeezenet1_1 asked slimming for a network
+    without BatchNorm); the paper profile runs slimming among its baselines."""
+    assert "l1_regularised" in PAPER.baselines.methods
+    assert static_methods(PAPER, create_model("mobilenet_v3_small")) == ("l1_filter", "l1_regularised", "magnitude_structured")
+    assert static_methods(PAPER, create_model("squeezenet1_1")) == ("l1_filter", "magnitude_structured")

@@ -18,8 +18,8 @@ import torch_pruning as tp
 from torch import nn
 
 __all__ = [
-    "PRUNABLE_TYPES", "BNScaleImportance", "FilterNormImportance", "GroupItem", "channels_to_keep", "dependency_graph",
-    "group_producers", "prunable_groups", "width",
+    "PRUNABLE_TYPES", "BNScaleImportance", "FilterNormImportance", "GroupItem", "bn_scales", "channels_to_keep",
+    "dependency_graph", "group_producers", "prunable_groups", "width",
 ]  # fmt: skip
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
@@ -124,6 +124,12 @@ def group_producers(group: tp.Group, importance: FilterNormImportance) -> set[nn
         for item in group
         if item.dep.handler in importance.OUT_FNS and isinstance(item.dep.target.module, PRUNABLE_TYPES)
     }
+
+
+def bn_scales(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` with a learnable scale: what network slimming penalises and ranks
+    (none in SqueezeNet, which has no BatchNorm: slimming does not apply to it)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
 
 
 class BNScaleImportance(FilterNormImportance):

@@ -19,6 +19,7 @@ from edgeprune.akperl.agent import AgentRun
 from edgeprune.akperl.controls import ControlRun
 from edgeprune.akperl.task import PruningTask
 from edgeprune.akperl.units import apply_levels, channel_sparsity
+from edgeprune.groups import bn_scales
 from edgeprune.recover.protocol import Recovery
 
 if TYPE_CHECKING:
@@ -79,8 +80,10 @@ class SeedNetworks:
         return channel_sparsity(self.dense, net, self.task.ignored_layers, self.task.input_shape)
 
 
-def static_methods(params: Params) -> tuple[str, ...]:
+def static_methods(params: Params, dense: nn.Module) -> tuple[str, ...]:
     """The static baselines of Table 1 at AKPERL's sparsity: L1-norm ranking (Li et al.) and magnitude, and
-    network slimming (L1-regularised training, the AKPERL paper's own L1) when ``baselines.methods`` runs it."""
-    slimming = ("l1_regularised",) if params.baselines is not None and "l1_regularised" in params.baselines.methods else ()
-    return ("l1_filter", *slimming, "magnitude_structured")
+    network slimming (L1-regularised training, the AKPERL paper's own L1) when ``baselines.methods`` runs it
+    and ``dense`` has BatchNorm scales for it to rank (SqueezeNet has none)."""
+    slimming = params.baselines is not None and "l1_regularised" in params.baselines.methods
+    slimming = slimming and bool(bn_scales(dense))
+    return ("l1_filter", *(("l1_regularised",) if slimming else ()), "magnitude_structured")

@@ -39,6 +39,7 @@ from torch import nn
 
 from edgeprune import fakequant
 from edgeprune.data import Split, normalize
+from edgeprune.groups import bn_scales
 from edgeprune.placement import place
 from edgeprune.prune import recalibrate_bn
 from edgeprune.recover.params import Budget, FinetuneParams
@@ -183,7 +184,7 @@ class Recovery:
         if penalty < 0:
             raise ValueError(f"the L1 penalty must be >= 0, got {penalty}")
         config, drawn = self._training(budget, self.train, seed)
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+        norms = bn_scales(model)
 
         def l1_on_scales(_: nn.Module) -> None:
             for bn in norms:

@@ -247,7 +247,7 @@ def _table1_rows(nets: SeedNetworks, test: Split, model_name: str, with_dense: b
     levels = levels_percent(nets.clean_levels)
     latency: dict[tuple, dict] = {}  # per architecture: later budgets reuse the first's timings
     for budget in range(len(params.finetune.budgets)):
-        networks = [(m, nets.static(m, s_clean, budget), {}) for m in static_methods(params)]
+        networks = [(m, nets.static(m, s_clean, budget), {}) for m in static_methods(params, nets.dense)]
         networks.append(("akperl", nets.akperl(nets.clean_levels, budget), {"levels": levels}))
         for control in nets.controls:  # same units, same recovery: a network equal to the agent's is shared
             best = control.summary()

@@ -33,6 +33,7 @@ from edgeprune import harness, masks, measure, prune, results
 from edgeprune.checkpoints import dense_seed_for, load_dense
 from edgeprune.config import Params
 from edgeprune.data import load_prepared
+from edgeprune.groups import bn_scales
 from edgeprune.io import save_module, write_json_atomic
 from edgeprune.paths import ResultPaths
 from edgeprune.recover.protocol import Recovery
@@ -77,7 +78,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> pd.DataFrame:
                 options = {"round_to": cfg.round_to} if method in prune.STRUCTURED else {}
                 source = dense
                 if method == "l1_regularised":
-                    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in dense.modules()):
+                    if not bn_scales(dense):
                         pruned_cache[key] = None  # network slimming ranks BatchNorm scales: nothing to train or rank
                         unreachable[f"{method}/s{sparsity:.2f}"] = f"{model_name} has no BatchNorm scales to rank"
                         continue
