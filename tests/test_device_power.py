@@ -234,3 +234,23 @@ def test_paper_view_and_figure_say_what_is_modelled(tree) -> None:
     assert {line.get_fillstyle() for line in panels["host"].lines} == {"left"}  # half: latency measured
     assert len(panels["rpi4"].lines) == 2 * 2  # two models x (fp32, int8)
     assert "Modelled" in fig.texts[0].get_text() and "rpi4" in fig.texts[0].get_text()
+
+
+def test_a_network_qnnpack_cannot_run_is_exported_in_fp32_and_the_reason_kept(tmp_path: Path) -> None:
+    """QNNPACK refuses a quantized add whose input / output scale ratio is below 2^-14: a residual branch
+    with near-zero output (make smoke's third find, on a barely trained MobileNetV3). The network keeps its
+    fp32 export; its int8 file is missing, with the reason."""
+    torch.manual_seed(0)
+    model = create_model(MODEL, num_classes=3).eval()
+    with torch.no_grad():
+        model.layer1[0].bn2.weight.zero_()  # the first block's residual branch outputs zeros
+        model.layer1[0].bn2.bias.zero_()
+    save_module(model, tmp_path / "none-dense.pt")
+    item = dp.KeptModel(MODEL, "baselines", "none", "dense", tmp_path / "none-dense.pt")
+    costed = dp._Costed(item, (1, 3, 8, 8), torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8))
+    engine = torch.backends.quantized.engine
+    files, skipped = dp.export_all(costed, tmp_path / "export", ["fp32", "int8"])
+    assert torch.backends.quantized.engine == engine
+    assert [f.name for f in files] == ["fp32.pt"] and list(skipped) == ["int8"]
+    assert "qnnpack" in skipped["int8"]
+    load_exported(files[0])

@@ -165,19 +165,31 @@ def export_checked(module: nn.Module, path: Path, *, name: str, input_shape: Seq
     return path
 
 
-def export_all(costed: _Costed, out: Path, precisions: Iterable[str]) -> list[Path]:
-    """fp32 (also what the Jetson GPU runs in fp16 with ``--cuda-half``) and ARM int8 exports."""
+def export_all(costed: _Costed, out: Path, precisions: Iterable[str]) -> tuple[list[Path], dict[str, str]]:
+    """fp32 (also what the Jetson GPU runs in fp16 with ``--cuda-half``) and ARM int8 exports, and the
+    precisions that could not be exported, with the reason.
+
+    QNNPACK (the ARM int8 engine) refuses a quantized add whose input / output scale ratio falls
+    outside [2^-14, 2^8), as it does where a residual branch's activations are near zero (met by
+    ``make smoke`` on a barely trained MobileNetV3): that network gets no int8 file, and the
+    manifest says why, rather than the stage failing for every network.
+    """
     x = normalize(costed.calib_x[:4])
     wanted = {"fp32"} | ({"int8"} & set(precisions))
     engine = torch.backends.quantized.engine
+    files, skipped = [], {}
     try:
-        return [
-            export_checked(costed.module if p == "fp32" else costed.int8(ARM_ENGINE), out / f"{_EXPORT_TAGS[p]}.pt",
-                           name=costed.item.name, input_shape=costed.input_shape, x=x)
-            for p in sorted(wanted)
-        ]  # fmt: skip
+        for p in sorted(wanted):
+            try:
+                module = costed.module if p == "fp32" else costed.int8(ARM_ENGINE)
+            except ValueError as err:  # quantize_int8: the engine cannot run this network
+                skipped[p] = str(err)
+                continue
+            files.append(export_checked(module, out / f"{_EXPORT_TAGS[p]}.pt", name=costed.item.name,
+                                        input_shape=costed.input_shape, x=x))  # fmt: skip
     finally:
         torch.backends.quantized.engine = engine
+    return files, skipped
 
 
 def modelled_rows(costed: _Costed, profiles: Sequence[DeviceProfile], precisions: Sequence[str]) -> list[dict[str, Any]]:
@@ -301,8 +313,11 @@ def run(params: Params, paths: ResultPaths, *, sysfs_root: str | Path = "/sys") 
         for item in tqdm(kept, desc="device export / model", mininterval=5):
             c = costed[item.name] = _Costed(item, input_shape, calib_x)
             if cfg.export:
-                files = export_all(c, export_dir(paths, item), cfg.precisions)
+                files, skipped = export_all(c, export_dir(paths, item), cfg.precisions)
                 manifest[item.name] = {"macs": c.macs, "files": [str(f.relative_to(out / "export")) for f in files]}
+                if skipped:
+                    manifest[item.name]["not_exported"] = skipped
+                    print(f"{item.name}: not exported at {', '.join(skipped)}: {'; '.join(skipped.values())}")
             rows += modelled_rows(c, profiles, cfg.precisions)
         measured, ignored = ingest_measured(measured_dir(paths), costed)
     checked: tuple[pd.DataFrame, dict[str, Any]] = (pd.DataFrame(), {"skipped": "host_profile is null"})
@@ -321,8 +336,9 @@ def run(params: Params, paths: ResultPaths, *, sysfs_root: str | Path = "/sys") 
     write_json_atomic(out / "export" / "manifest.json", {"input_shape": list(input_shape), "models": manifest})
     with atomic_write(out / "host_check.csv") as tmp:
         checked[0].to_csv(tmp, index=False)
+    not_exported = {name: m["not_exported"] for name, m in manifest.items() if "not_exported" in m}
     write_json_atomic(out / "summary.json", summary_metrics(table, sum(len(m["files"]) for m in manifest.values()))
-                      | {"host_check": checked[1]})
+                      | {"host_check": checked[1], "not_exported": not_exported})
     write_json_atomic(out / "ingest.json", {
         "measured_used": sorted({r["extra"]["measured_json"] for r in measured}), "measured_ignored": ignored,
         "host_meter": meter.source if meter else None, "host_meter_skipped": meter_skipped,
