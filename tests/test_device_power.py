@@ -254,3 +254,22 @@ def test_a_network_qnnpack_cannot_run_is_exported_in_fp32_and_the_reason_kept(tm
     assert [f.name for f in files] == ["fp32.pt"] and list(skipped) == ["int8"]
     assert "qnnpack" in skipped["int8"]
     load_exported(files[0])
+
+
+def test_an_int8_export_that_does_not_reproduce_its_network_is_removed_and_said(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    save_module(create_model(MODEL, num_classes=3).eval(), tmp_path / "none-dense.pt")
+    item = dp.KeptModel(MODEL, "baselines", "none", "dense", tmp_path / "none-dense.pt")
+    costed = dp._Costed(item, (1, 3, 8, 8), torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8))
+    real = dp.export_checked
+
+    def disagreeing(module, path, **kw):
+        real(module, path, **kw)
+        if "int8" in path.name:
+            raise RuntimeError(f"export {path} does not reproduce it")
+        return path
+
+    monkeypatch.setattr(dp, "export_checked", disagreeing)
+    files, skipped = dp.export_all(costed, tmp_path / "export", ["fp32", "int8"])
+    assert [f.name for f in files] == ["fp32.pt"] and "does not reproduce" in skipped["int8"]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["fp32.json", "fp32.pt"]  # no wrong file left
