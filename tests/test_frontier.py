@@ -44,7 +44,7 @@ def test_each_size_is_met_and_a_smaller_size_never_costs_less_loss(search):
     s, predictor = fresh(search, table)
     losses = []
     for reduction in (4.5, 6.0, 8.0):
-        rates, bits = allocate_size(s, table, predictor, reduction)
+        rates, bits = allocate_size(s, table, reduction)
         assert s.evaluate(rates, bits).size_bytes <= s.reference.size_bytes / reduction
         losses.append(predictor.loss(rates, bits))
     assert losses == sorted(losses)
@@ -56,7 +56,7 @@ def test_the_cheapest_move_per_byte_is_taken_first(search):
     layer_inc = [[0.0, 0.0 if t == free else 1.0, 2.0] for t in range(layers)]
     table = table_for(search, layer_inc, [[0.0, 3.0]] * groups)
     s, predictor = fresh(search, table)
-    rates, bits = allocate_size(s, table, predictor, 4.1)  # 8 bits everywhere is 4x below fp32, plus scales
+    rates, bits = allocate_size(s, table, 4.1)  # 8 bits everywhere is 4x below fp32, plus scales
     assert rates == (0.0,) * groups
     assert [b for t, b in enumerate(bits) if b != 8] == [4] and bits[free] == 4
 
@@ -66,4 +66,4 @@ def test_a_size_the_tables_moves_cannot_reach_is_an_error(search):
     table = table_for(search, [[0.0, 0.1, 0.2]] * layers, [[0.0, 0.1]] * groups)
     s, predictor = fresh(search, table)
     with pytest.raises(ValueError, match="no move reaches the target gain"):
-        allocate_size(s, table, predictor, 1000.0)
+        allocate_size(s, table, 1000.0)

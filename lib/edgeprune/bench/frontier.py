@@ -15,7 +15,7 @@
    recovery budget, QAT below 8 bits), quantized as ``ppo.quantize`` / ``ppo.weight_clip`` say, and
    scored on ``--test-images`` test images (default: all), beside the dense fp32 model on the same images.
 
-Printed per point: stored size, reduction, mean bits, share of channels pruned, the table's
+Printed per point: stored size, reduction, mean bits, share of parameters pruned, the table's
 additive loss, test top-1 and its drop from dense, and the seconds the recovery took.
 """
 
@@ -52,13 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def allocate_size(search: CompressionSearch, table: SensitivityTable, predictor: Predictor, reduction: float) -> Config:
+def allocate_size(search: CompressionSearch, table: SensitivityTable, reduction: float) -> Config:
     """The greedy allocation over ``table`` whose stored size is at most dense fp32 / ``reduction``.
 
     Savings are summed per move as if independent (pruning a group also shrinks the next layer),
     so the byte target is raised in 1 % steps until the counted size meets it.
     """
-    mild_rates, mild_bits = table.mildest()
+    mild_rates, mild_bits = table.mildest()  # sizes from the search (its top-1 is not used here)
     base = search.evaluate(mild_rates, mild_bits)
     bits_inc, rates_inc = table.loss_increase()
     effects = {}
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     for reduction in args.reductions:
         try:
-            rates, bits = allocate_size(search, table, predictor, reduction)
+            rates, bits = allocate_size(search, table, reduction)
         except ValueError as err:
             print(f"{reduction:>6.1f}x  not reachable with the table's options: {err}")
             continue
