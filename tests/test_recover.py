@@ -110,11 +110,13 @@ def test_a_network_that_lost_nothing_is_returned_untouched(trained, data, monkey
             torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
 
 
-def test_force_fine_tunes_a_network_that_lost_nothing(trained, data, monkeypatch):
-    calls = []
-    monkeypatch.setattr(protocol, "fit", lambda model, *a, **k: calls.append(model))
-    recovery(data).recover(copy.deepcopy(trained), seed=0, pruned=False, bits={"0": 8, "3": 8}, force=True)
-    assert len(calls) == 1  # in float: no layer is below 8 bits
+def test_force_recovers_a_network_that_lost_nothing_like_a_changed_one(trained, data, monkeypatch):
+    hooked = []
+    record = lambda model, *a, **k: hooked.append(any(hasattr(m, "parametrizations") for m in model.modules()))  # noqa: E731
+    monkeypatch.setattr(protocol, "fit", record)
+    for bits in ({"0": 8, "3": 8}, None):
+        recovery(data).recover(copy.deepcopy(trained), seed=0, pruned=False, bits=bits, force=True)
+    assert hooked == [True, False]  # 8 bits everywhere: QAT, as the changes it is compared with; no bits: float
 
 
 def test_teacher_is_distilled_from_only_with_a_distillation_weight(trained, data, monkeypatch):

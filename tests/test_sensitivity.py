@@ -20,6 +20,7 @@ from edgeprune.ppo.pruning import taylor_groups
 from edgeprune.ppo.search import CompressionSearch
 from edgeprune.ppo.sensitivity import Predictor, Score, SensitivityTable, sample_configs, validate, weights_hash
 from edgeprune.recover.params import Budget, FinetuneParams
+from edgeprune.recover import protocol
 from edgeprune.recover.protocol import Recovery
 
 SHAPE = (3, 8, 8)
@@ -134,10 +135,19 @@ def test_the_table_recovers_every_single_change_from_the_mildest_configuration(s
         calls.append((tuple(rates), tuple(bits), budget))
         return real(self, rates, bits, budget, x, y, **kwargs)
 
+    qat = []
+    real_fit = protocol.fit
+
+    def fit_recording(model, *args, **kwargs):
+        qat.append(any(hasattr(m, "parametrizations") for m in model.modules()))
+        return real_fit(model, *args, **kwargs)
+
     monkeypatch.setattr(sensitivity.RecoveredScorer, "__call__", recording)
+    monkeypatch.setattr(protocol, "fit", fit_recording)
     table = sensitivity.measure_table(search, recovery, prune_rates=[0.5, 0.0], bits=[4, 8], steps=2)
     layers, groups = len(search.layers), len(search.groups)
     assert len(calls) == 1 + layers + groups  # the base, one lower bit-width per layer, one rate per group
+    assert qat == [True] * len(calls)  # every entry under QAT, the 8-bit base and prune entries too: alike but for the change
     mild = ((0.0,) * groups, (8,) * layers)
     for rates, bits, budget in calls[1:]:
         assert budget == Budget(steps=2)

@@ -129,14 +129,16 @@ class Recovery:
         calibrated already on this network (else KL-calibrated here) and ``memo`` caches weight clip
         ratios between recoveries from the same weights (:func:`edgeprune.fakequant.quantization_aware`):
         the per-layer sensitivity table runs hundreds of recoveries from the dense weights. ``force``
-        fine-tunes a network that lost nothing too (the table's base, recovered like the changes it is
-        compared with).
+        recovers a network that lost nothing as if it had: fine-tuned, under QAT when ``bits`` are given,
+        8 bits included (the table's base, recovered like the changes it is compared with: on the reference
+        model 8 QAT steps at 8 bits raise the validation loss by 0.037 over 8 steps in float, as much as a
+        6-bit layer costs, so a float-recovered base made every change look 0.03 worse than it is).
         """
         p = self.params
         budget = p.budgets[budget] if isinstance(budget, int) else budget
         split = self.train if train is None else train
         calib = self.calib_x if calib_x is None else calib_x
-        quantized = bool(bits) and min(bits.values()) < 8
+        quantized = bool(bits) and (min(bits.values()) < 8 or force)
         if not pruned and not quantized and not force:  # nothing was lost: nothing to recover
             return model.cpu().eval()
         model = place(model, self.device)
