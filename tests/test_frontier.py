@@ -67,3 +67,14 @@ def test_a_size_the_tables_moves_cannot_reach_is_an_error(search):
     s, predictor = fresh(search, table)
     with pytest.raises(ValueError, match="no move reaches the target gain"):
         allocate_size(s, table, 1000.0)
+
+
+def test_min_bits_keeps_every_layer_at_or_above_it_and_still_meets_the_size(search):
+    layers, groups = len(search.layers), len(search.groups)
+    table = table_for(search, [[0.0, 0.2, 0.0]] * layers, [[0.0, 3.0]] * groups)  # 2 bits looks free, 4 bits does not
+    s, _ = fresh(search, table)
+    assert min(allocate_size(s, table, 6.0)[1]) == 2
+    rates, bits = allocate_size(s, table, 6.0, min_bits=4)
+    assert min(bits) == 4 and s.evaluate(rates, bits).size_bytes <= s.reference.size_bytes / 6.0
+    with pytest.raises(ValueError, match="min_bits 9 is above every bit-width"):
+        allocate_size(s, table, 6.0, min_bits=9)
