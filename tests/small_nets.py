@@ -27,6 +27,11 @@ def chain(seed: int = 0) -> nn.Sequential:
     )  # fmt: skip
 
 
+def fake_quantized(model: nn.Module) -> bool:
+    """True while any layer of ``model`` carries a fake quantizer (a weight parametrization: QAT is on)."""
+    return any(hasattr(m, "parametrizations") for m in model.modules())
+
+
 def train_briefly(model: nn.Module, steps: int = 60) -> nn.Module:
     """SGD on 512 :func:`separable` images (batches of 64, cycling); returns ``model`` in eval mode."""
     x, y = separable(512, seed=1)

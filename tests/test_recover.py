@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from small_nets import chain, separable, train_briefly
+from small_nets import chain, fake_quantized, separable, train_briefly
 
 from edgeprune import prune
 from edgeprune.data import Split
@@ -90,15 +90,11 @@ def test_no_budget_means_bn_reestimation_alone(trained, data):
 
 def test_quantization_aware_only_below_eight_bits(trained, data, monkeypatch):
     hooked = []
-
-    def record(model, *args, **kwargs):
-        hooked.append(any(hasattr(m, "parametrizations") for m in model.modules()))
-
-    monkeypatch.setattr(protocol, "fit", record)
+    monkeypatch.setattr(protocol, "fit", lambda model, *a, **k: hooked.append(fake_quantized(model)))
     rec = recovery(data)
     for bits in ({"0": 8, "3": 8}, {"0": 4, "3": 8}, None):
         model = rec.recover(copy.deepcopy(trained), seed=0, bits=bits, pruned=True)
-        assert not any(hasattr(m, "parametrizations") for m in model.modules())  # quantizers removed after
+        assert not fake_quantized(model)  # quantizers removed after
     assert hooked == [False, True, False]
 
 
@@ -112,8 +108,7 @@ def test_a_network_that_lost_nothing_is_returned_untouched(trained, data, monkey
 
 def test_force_recovers_a_network_that_lost_nothing_like_a_changed_one(trained, data, monkeypatch):
     hooked = []
-    record = lambda model, *a, **k: hooked.append(any(hasattr(m, "parametrizations") for m in model.modules()))  # noqa: E731
-    monkeypatch.setattr(protocol, "fit", record)
+    monkeypatch.setattr(protocol, "fit", lambda model, *a, **k: hooked.append(fake_quantized(model)))
     for bits in ({"0": 8, "3": 8}, None):
         recovery(data).recover(copy.deepcopy(trained), seed=0, pruned=False, bits=bits, force=True)
     assert hooked == [True, False]  # 8 bits everywhere: QAT, as the changes it is compared with; no bits: float

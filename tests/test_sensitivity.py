@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from small_nets import chain, separable, train_briefly
+from small_nets import chain, fake_quantized, separable, train_briefly
 
 from edgeprune.data import Split
 from edgeprune.ppo import sensitivity
@@ -139,7 +139,7 @@ def test_the_table_recovers_every_single_change_from_the_mildest_configuration(s
     real_fit = protocol.fit
 
     def fit_recording(model, *args, **kwargs):
-        qat.append(any(hasattr(m, "parametrizations") for m in model.modules()))
+        qat.append(fake_quantized(model))
         return real_fit(model, *args, **kwargs)
 
     monkeypatch.setattr(sensitivity.RecoveredScorer, "__call__", recording)
