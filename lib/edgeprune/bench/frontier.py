@@ -129,14 +129,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         outcome = search.evaluate(rates, bits)
         pruned = 1 - outcome.params / search.reference.params
+        point = (f"{reduction:>6.1f}x {outcome.size_bytes / 1e6:>7.3f} {search.reference.size_bytes / outcome.size_bytes:>8.2f}x "
+                 f"{np.mean(bits):>9.2f} {100 * pruned:>9.1f}% {predictor.loss(rates, bits) - table.base.loss:>9.3f}")  # fmt: skip
         drops = []
         for seed in args.seeds:
             tic = time.perf_counter()
             top1 = RecoveredScorer(search, recovery, seed=seed)(rates, bits, 0, test.x, test.y).top1
             drops.append(dense_top1 - top1)
-            print(f"{reduction:>6.1f}x {outcome.size_bytes / 1e6:>7.3f} {search.reference.size_bytes / outcome.size_bytes:>8.2f}x "
-                  f"{np.mean(bits):>9.2f} {100 * pruned:>9.1f}% {predictor.loss(rates, bits) - table.base.loss:>9.3f} "
-                  f"{seed:>4} {top1:>6.2f}% {drops[-1]:>6.2f} {time.perf_counter() - tic:>6.0f}", flush=True)  # fmt: skip
+            print(f"{point} {seed:>4} {top1:>6.2f}% {drops[-1]:>6.2f} {time.perf_counter() - tic:>6.0f}", flush=True)
         if len(drops) > 1:
             print(f"{reduction:>6.1f}x drop over {len(drops)} seeds: {np.mean(drops):.2f} +- {np.std(drops, ddof=1):.2f} pt",
                   flush=True)  # fmt: skip
