@@ -10,7 +10,7 @@ from scipy import stats as sps
 
 from edgeprune.claims import CLAIMS, KINDS, PAPERS, Claim
 from edgeprune.verdicts import (
-    VERDICTS, Measurement, claims_table, compare_with_reference, conflicts, detectable_effect, verdict,
+    NOT_COMPARED, VERDICTS, Measurement, claims_table, compare_with_reference, conflicts, detectable_effect, verdict,
 )  # fmt: skip
 
 NAN = math.nan
@@ -159,6 +159,19 @@ def test_reference_verdicts_sit_beside_ours_and_conflicts_are_listed():
     assert list(both["quick vs reference"]) == ["agree", "differ", "conflict", "—"]
     assert both.loc["c", "reference ours"] == "3.3" and both.loc["d", "reference verdict"] == "—"
     assert conflicts(both.reset_index())["id"].tolist() == ["c"]
+
+
+def test_a_reference_of_another_method_version_is_not_compared():
+    quick = pd.DataFrame({"id": ["a", "b", "c"], "ours": ["1", "2", "3"], "note": ["", "seeds 3", ""],
+                          "verdict": ["not reproduced", "not reproduced", "reproduced"]})  # fmt: skip
+    reference = pd.DataFrame({"id": ["a", "b", "c"], "ours": ["1.1", "2.2", "3.3"],
+                              "verdict": ["reproduced", "reproduced", "not reproduced"],
+                              NOT_COMPARED: ["ppo.repair not recorded there", "ppo.repair not recorded there", ""]})  # fmt: skip
+    both = compare_with_reference(quick, reference).set_index("id")
+    assert list(both["quick vs reference"]) == [NOT_COMPARED, NOT_COMPARED, "conflict"]
+    assert both.loc["a", "note"] == "ppo.repair not recorded there"
+    assert both.loc["b", "note"] == "seeds 3; ppo.repair not recorded there" and both.loc["c", "note"] == ""
+    assert conflicts(both.reset_index())["id"].tolist() == ["c"] and NOT_COMPARED not in both
 
 
 def test_verdict_rejects_bad_numbers():

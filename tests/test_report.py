@@ -403,6 +403,30 @@ def test_index_links_every_notebook_and_shows_the_claims(tmp_path, res):
         write_index(tmp_path / "nowhere", tmp_path)
 
 
+def test_reference_ran_with_another_ppo_is_not_compared(tmp_path):
+    from edgeprune.claims import CLAIMS
+    from edgeprune.report.reference import load_claims, method_changes
+
+    ppo_claim = next(c.id for c in CLAIMS if c.paper == "PPO")
+    qsa_claim = next(c.id for c in CLAIMS if c.paper == "QSA")
+    ref, run = tmp_path / "reference", tmp_path / "results"
+    (ref / "tables").mkdir(parents=True)
+    pd.DataFrame({"id": [ppo_claim, qsa_claim], "ours": ["1", "2"], "verdict": ["reproduced"] * 2}).to_csv(
+        ref / "tables" / "claims.csv", index=False
+    )
+    for folder, summary in ((ref, {"signal": "ptq"}), (run, {"signal": "sensitivity", "repair": True})):
+        (folder / "ppo" / "m").mkdir(parents=True)
+        (folder / "ppo" / "m" / "summary.json").write_text(json.dumps(summary))
+    assert method_changes(run, ref) == {
+        "PPO": "reference ran another method version (ppo.signal ptq there, sensitivity here; "
+        "ppo.repair not recorded there, True here)"
+    }
+    table = load_claims(ref, results=run).set_index("id")
+    assert table.loc[ppo_claim, "not compared"].startswith("reference ran another") and table.loc[qsa_claim, "not compared"] == ""
+    (ref / "ppo" / "m" / "summary.json").write_text(json.dumps({"signal": "sensitivity", "repair": True}))
+    assert method_changes(run, ref) == {} and "not compared" not in load_claims(ref)
+
+
 def test_reference_snapshot_keeps_small_outputs_with_provenance(tmp_path):
     from edgeprune.report.reference import describe, load_claims, snapshot
 

@@ -44,13 +44,15 @@ from edgeprune.claims import CLAIMS, Claim
 from edgeprune.stats import format_mean_ci
 
 __all__ = [
-    "VERDICTS", "Judgement", "Measurement", "claims_table", "combine", "compare_with_reference", "conflicts",
-    "detectable_effect", "judge", "verdict",
+    "NOT_COMPARED", "VERDICTS", "Judgement", "Measurement", "claims_table", "combine", "compare_with_reference",
+    "conflicts", "detectable_effect", "judge", "verdict",
 ]  # fmt: skip
 
 VERDICTS = ("reproduced", "partly", "inconclusive", "budget-sensitive", "not reproduced", "not testable here")
 DECISIVE = ("reproduced", "not reproduced")
 POWER, ALPHA = 0.8, 0.05
+NOT_COMPARED = "not compared"
+"""The reference table's column giving, per claim, why its reference row measured another method version."""
 
 
 class Measurement(NamedTuple):
@@ -232,20 +234,29 @@ def compare_with_reference(quick: pd.DataFrame, reference: pd.DataFrame) -> pd.D
 
     ``quick vs reference`` is *agree* (same verdict), *conflict* (one says reproduced, the other
     not reproduced: the disagreement a starved budget must never produce), *differ* (any other
-    difference), or *—* when the reference run has no row for the claim.
+    difference), *not compared* where the reference's :data:`NOT_COMPARED` column gives a reason
+    (its method stage ran another version of the method, so the two verdicts judge different
+    methods; the reason joins the note), or *—* when the reference run has no row for the claim.
     """
-    ref = reference.set_index("id")[["ours", "verdict"]].rename(columns=lambda c: f"reference {c}")
+    columns = ["ours", "verdict", *([NOT_COMPARED] if NOT_COMPARED in reference else [])]
+    ref = reference.set_index("id")[columns].rename(columns=lambda c: f"reference {c}")
     out = quick.join(ref, on="id")
+    why = out.pop(f"reference {NOT_COMPARED}") if f"reference {NOT_COMPARED}" in out else pd.Series("", index=out.index)
+    why = why.where(why.map(lambda w: isinstance(w, str) and bool(w)), "")
 
     def relation(row: pd.Series) -> str:
         q, r = row["verdict"], row["reference verdict"]
         if not isinstance(r, str):
             return "—"
+        if why[row.name]:
+            return NOT_COMPARED
         if q == r:
             return "agree"
         return "conflict" if {q, r} == set(DECISIVE) else "differ"
 
     out["quick vs reference"] = out.apply(relation, axis=1)
+    if "note" in out:
+        out["note"] = [f"{n}; {w}" if n and w else n or w for n, w in zip(out["note"], why, strict=True)]
     return out.fillna({"reference ours": "—", "reference verdict": "—"})
 
 

@@ -6,7 +6,9 @@ PROFILE=reference`` resumes stage by stage). Its small outputs are committed und
 ``results/reference/`` by ``python -m edgeprune.report reference``: the claims check, the
 method stages' tidy rows and summaries, the dense model's metrics (no weights), and
 ``provenance.json`` (commit, params, machine, stage times). The tables stage reads
-``claims.csv`` from there and puts the reference verdict beside each quick verdict.
+``claims.csv`` from there and puts the reference verdict beside each quick verdict, except where
+the reference's method stage ran another version of the method than this run's
+(:data:`METHOD_SETTINGS`): those claims are *not compared*, with the reason.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from edgeprune.claims import CLAIMS
 from edgeprune.io import read_json, write_json_atomic
+from edgeprune.verdicts import NOT_COMPARED
 
-__all__ = ["SMALL_OUTPUTS", "describe", "load_claims", "snapshot"]
+__all__ = ["METHOD_SETTINGS", "SMALL_OUTPUTS", "describe", "load_claims", "method_changes", "snapshot"]
 
 SMALL_OUTPUTS = (
     "tables/claims.csv", "tables/claims.md", "tables/claims_summary.json",
@@ -38,10 +42,51 @@ SMALL_OUTPUTS = (
 """Glob patterns, relative to the results folder, of the outputs a reference snapshot keeps (no weights)."""
 
 
-def load_claims(folder: str | Path) -> pd.DataFrame | None:
-    """The reference run's claims table (``<folder>/tables/claims.csv``), or None when none is committed."""
+METHOD_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {"PPO": ("ppo", ("signal", "repair"))}
+"""Per paper, the method stage and the ``summary.json`` keys that record which version of the method ran
+(for PPO: the reward signal and the floor repair). A reference whose keys differ from this run's judged
+another method, so its claims of that paper are not compared; a key it lacks predates the setting."""
+
+
+def method_changes(results: str | Path, folder: str | Path) -> dict[str, str]:
+    """Per paper, why the reference run in ``folder`` ran another method version than the run in ``results``.
+
+    Compares :data:`METHOD_SETTINGS`' keys of each model's summary present in both runs; papers whose
+    settings agree (or that either run lacks) are left out.
+    """
+    reasons = {}
+    for paper, (stage, keys) in METHOD_SETTINGS.items():
+        changed = []
+        for ours_path in sorted((Path(results) / stage).glob("*/summary.json")):
+            theirs_path = Path(folder) / stage / ours_path.parent.name / "summary.json"
+            if not theirs_path.is_file():
+                continue
+            ours, theirs = read_json(ours_path), read_json(theirs_path)
+            changed += [
+                f"{stage}.{key} {theirs.get(key, 'not recorded')} there, {ours.get(key, 'not recorded')} here"
+                for key in keys
+                if theirs.get(key) != ours.get(key)
+            ]
+        if changed:
+            reasons[paper] = "reference ran another method version (" + "; ".join(dict.fromkeys(changed)) + ")"
+    return reasons
+
+
+def load_claims(folder: str | Path, results: str | Path | None = None) -> pd.DataFrame | None:
+    """The reference run's claims table (``<folder>/tables/claims.csv``), or None when none is committed.
+
+    With ``results`` (this run's results folder), its ``not compared`` column gives, per claim, the
+    :func:`method_changes` reason that makes the reference's verdict judge another method ("" where none).
+    """
     path = Path(folder) / "tables" / "claims.csv"
-    return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, keep_default_na=False)
+    if results is not None:
+        reasons = method_changes(results, folder)
+        paper = {claim.id: claim.paper for claim in CLAIMS}
+        table[NOT_COMPARED] = table["id"].map(lambda i: reasons.get(paper.get(i, ""), ""))
+    return table
 
 
 def _git(*args: str, cwd: Path) -> str:

@@ -343,7 +343,7 @@ def run(params: Params, paths: ResultPaths, model_name: str) -> dict[str, Any]:
         if ctx.table is not None:
             write_json_atomic(out / f"sensitivity-d{dense_seed}.json", {"table": ctx.table.to_json(), "predictor": ctx.sensitivity})
     summary = summarise(comparison, model_name, time.perf_counter() - tic, records)
-    summary["signal"] = cfg.signal
+    summary["signal"], summary["repair"] = cfg.signal, cfg.repair  # the method version (report.reference compares it)
     summary["predictor"] = {
         str(d): {k: ctx.sensitivity[k] for k in ("spearman_holdout", "mae_holdout", "fitted_on", "seconds")}
         | {"table_seconds": ctx.table.seconds}
