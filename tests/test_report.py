@@ -403,6 +403,18 @@ def test_index_links_every_notebook_and_shows_the_claims(tmp_path, res):
         write_index(tmp_path / "nowhere", tmp_path)
 
 
+def test_index_lists_the_claims_not_compared_with_the_reference(tmp_path, res):
+    (tmp_path / "reports").mkdir()
+    _, shown = tables.claims(res)
+    why = ["ppo.repair not recorded there"] + [""] * (len(shown) - 1)
+    numeric, shown = tables.claims(res, shown[["id", "ours", "verdict"]].assign(**{"not compared": why}))
+    tables.write_table(numeric, shown, tmp_path / "tables", "claims", "c")
+    page = write_index(tmp_path / "reports", tmp_path / "tables", reference=tmp_path).read_text()
+    first = shown["id"].iloc[0]
+    assert "Conflicts (reproduced here, not reproduced there, or the reverse): none." in page
+    assert f"the note says which setting): {first}.</p>" in page and "ppo.repair not recorded there" in page
+
+
 def test_reference_ran_with_another_ppo_is_not_compared(tmp_path):
     from edgeprune.claims import CLAIMS
     from edgeprune.report.reference import load_claims, method_changes

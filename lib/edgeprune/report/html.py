@@ -16,6 +16,7 @@ import pandas as pd
 
 from edgeprune.io import atomic_write
 from edgeprune.report.reference import describe
+from edgeprune.verdicts import NOT_COMPARED
 
 __all__ = ["PAPER_MAP", "VERDICT_COLOURS", "claims_columns", "write_index"]
 
@@ -126,10 +127,11 @@ def write_index(
         table = pd.read_csv(claims, keep_default_na=False)
         parts += ["<h2>Claims check</h2>", f"<p>{html.escape(VERDICT_RULE)}</p>", _claims_html(table)]
         if reference is not None and "quick vs reference" in table:
-            conflicting = table[table["quick vs reference"] == "conflict"]["id"].tolist()
+            conflicting, uncompared = (table[table["quick vs reference"] == r]["id"].tolist() for r in ("conflict", NOT_COMPARED))
             parts.append(
                 f"<p>Reference verdicts: {html.escape(describe(reference))}. Conflicts (reproduced here, not reproduced "
-                f"there, or the reverse): {html.escape(', '.join(conflicting) or 'none')}.</p>"
+                f"there, or the reverse): {html.escape(', '.join(conflicting) or 'none')}. Not compared (the reference "
+                f"ran another version of the method; the note says which setting): {html.escape(', '.join(uncompared) or 'none')}.</p>"
             )
     parts.append("<h2>Where each paper table and figure comes from</h2><table><tr><th>paper item</th><th>here</th><th>notebook</th></tr>")
     by_stem: dict[str, list[Path]] = {}
