@@ -45,6 +45,16 @@ def test_round_to_grid_is_torchs_fake_quantize_bit_for_bit_with_and_without_grad
             assert torch.equal(b.grad, a.grad) and (b.grad == 0).any()  # straight through, zero where clipped
 
 
+def test_round_to_grid_keeps_torchs_strides_for_a_1x1_channels_last_weight():
+    # (8, 16, 1, 1) in channels_last is also contiguous; a broadcast per-channel scale made the element-wise
+    # ops return other strides than torch's op, and the conv then took another kernel (float noise in QAT)
+    w = torch.empty_strided((8, 16, 1, 1), (16, 1, 16, 16)).normal_().requires_grad_()
+    scale = torch.rand(8) * 0.1 + 0.01
+    expected = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros(8, dtype=torch.int32), 0, -7, 7)
+    got = round_to_grid(w, scale, -7, 7)
+    assert torch.equal(got, expected) and got.stride() == expected.stride() == (16, 1, 16, 16)
+
+
 def _error(weight: torch.Tensor, bits: int, clip: str) -> torch.Tensor:
     """Per-channel squared quantization error under ``clip``."""
     q = fakequant.fake_quantize_weight(weight, bits, clip)
