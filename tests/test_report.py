@@ -472,7 +472,8 @@ def test_speedups_put_measured_speedup_beside_macs_reduction():
 
     def row(method, seed, macs, b1, b64, int8_b64, budget=0):
         return {"stage": "baselines", "model": "m", "method": method, "setting": "s", "seed": seed, "budget": budget,
-                "macs": macs, "latency_b1_ms": b1, "latency_b64_ms": b64, "int8_latency_b64_ms": int8_b64}  # fmt: skip
+                "macs": macs, "latency_b1_ms": b1, "latency_b64_ms": b64, "int8_latency_b64_ms": int8_b64,
+                "extra": "{}"}  # fmt: skip
 
     rows = pd.DataFrame([
         row("none", 0, 400, 4.0, 40.0, 20.0), row("none", 1, 400, 4.0, 40.0, 20.0),
@@ -486,6 +487,21 @@ def test_speedups_put_measured_speedup_beside_macs_reduction():
     assert got["speedup_b64_mean"] == pytest.approx(2.0) and got["realised_b64_mean"] == pytest.approx(0.5)
     assert got["int8_speedup_b64_mean"] == pytest.approx(4.0)
     assert "none" not in set(numeric["method"]) and "realised / MACs (b64)" in display
+
+
+def test_speedups_pair_each_network_with_the_dense_model_it_was_pruned_from():
+    from edgeprune.report.tables import speedups
+
+    def row(method, dense_seed, b1):
+        return {"stage": "akperl", "model": "m", "method": method, "setting": "s", "seed": 0, "budget": 0, "macs": 100,
+                "latency_b1_ms": b1, "latency_b64_ms": 10 * b1, "extra": json.dumps({"dense_seed": dense_seed})}  # fmt: skip
+
+    # dense models timed 4 and 8 ms, their pruned networks 2 and 4 ms: each 2x faster than its own parent
+    # (against the two parents' mean, 6 ms, they would read 3x and 1.5x: a mean of 2.25)
+    rows = pd.DataFrame([row("none", 0, 4.0), row("none", 1, 8.0), row("akperl", 0, 2.0), row("akperl", 1, 4.0)])
+    numeric, _ = speedups(Results(rows=rows))
+    got = numeric.set_index("method").loc["akperl"]
+    assert got["speedup_b1_mean"] == pytest.approx(2.0) and got["speedup_b64_mean"] == pytest.approx(2.0)
 
 
 def test_modelled_power_cut_is_flagged_when_measured_time_does_not_fall(res):

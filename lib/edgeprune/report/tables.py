@@ -313,8 +313,8 @@ def slow_int8(res: Results) -> Table:
 
 def speedups(res: Results) -> Table:
     """Realised speedup beside MACs reduction: every network whose latency was measured on this CPU,
-    its MACs reduction and measured batch-1 / batch-64 speedup over the dense fp32 network timed in
-    the same stage, their ratio (realised / MACs, b64), and its int8 copy's batch-64 speedup over that
+    its MACs reduction and measured batch-1 / batch-64 speedup over the dense fp32 network it was
+    pruned from, timed in the same stage (:func:`~edgeprune.report.collect.dense_reference`), their ratio (realised / MACs, b64), and its int8 copy's batch-64 speedup over that
     same dense fp32 network. Stages whose rows carry no latency (QSA, PPO in the quick profile) come
     from the device-power stage's host timings (batch 1, one kept network per method) against the
     dense network timed there."""
@@ -325,7 +325,7 @@ def speedups(res: Results) -> Table:
         dense = rows[rows["method"] == "none"]
         if dense.empty:
             continue
-        base = dense[["macs", "latency_b1_ms", "latency_b64_ms"]].mean()
+        base = {column: dense_reference(rows, column) for column in ("macs", "latency_b1_ms", "latency_b64_ms")}
         parts.append(rows.assign(
             macs_reduction=base["macs"] / rows["macs"], speedup_b1=base["latency_b1_ms"] / rows["latency_b1_ms"],
             speedup_b64=base["latency_b64_ms"] / rows["latency_b64_ms"],
