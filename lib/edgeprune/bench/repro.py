@@ -36,9 +36,14 @@ def stages() -> list[str]:
     return [line.strip() for line in listing.stdout.splitlines() if line.strip()]
 
 
+def _timings(results: Path) -> dict[str, dict]:
+    """Each dense run's ``timing.json`` (``results/dense/<run>/``), by run."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(results.glob("dense/*/timing.json"))}
+
+
 def dense_train_seconds(results: Path) -> float:
     """Seconds the dense stage(s) spent training, as they recorded it (``results/dense/*/timing.json``)."""
-    return sum(json.loads(p.read_text())["train_seconds"] for p in sorted(results.glob("dense/*/timing.json")))
+    return sum(timing["train_seconds"] for timing in _timings(results).values())
 
 
 def skipped_dense_training(results: Path) -> dict[str, float]:
@@ -47,12 +52,10 @@ def skipped_dense_training(results: Path) -> dict[str, float]:
     the share of epochs it resumed past. ``dvc repro -f`` re-runs the dense stage, but the stage resumes
     ``results/checkpoints/dense``, so a forced run's total otherwise leaves the dense training out."""
     skipped = {}
-    for timing_path in sorted(results.glob("dense/*/timing.json")):
-        timing = json.loads(timing_path.read_text())
-        resumed = timing.get("resumed_from_epoch", 0)
-        if resumed:
-            epochs = json.loads((timing_path.parent / "metrics.json").read_text())["epochs"]
-            skipped[timing_path.parent.name] = timing["train_seconds"] * min(1.0, resumed / epochs)
+    for run, timing in _timings(results).items():
+        if resumed := timing.get("resumed_from_epoch", 0):
+            epochs = json.loads((results / "dense" / run / "metrics.json").read_text())["epochs"]
+            skipped[run] = timing["train_seconds"] * min(1.0, resumed / epochs)
     return skipped
 
 
@@ -74,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"total / dense training: {total:.0f} s / {dense:.0f} s = {total / dense:.2f} (target <= {TARGET_RATIO:g})")
     skipped = skipped_dense_training(repo_root() / "results") if args.force else {}  # a forced run re-wrote timing.json
     if skipped:
-        full = total + sum(skipped.values())
+        left_out = sum(skipped.values())
+        full = total + left_out
         print(
-            f"  the dense stage resumed its checkpoint ({', '.join(skipped)}): this run did not redo ~{sum(skipped.values()):.0f} s "
+            f"  the dense stage resumed its checkpoint ({', '.join(skipped)}): this run did not redo ~{left_out:.0f} s "
             f"of recorded training; with it ~{full / 60:.2f} min, ratio ~{full / dense:.2f} (estimate). For a run from "
             "scratch remove results/checkpoints/dense first"
         )

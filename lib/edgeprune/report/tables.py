@@ -314,8 +314,8 @@ def slow_int8(res: Results) -> Table:
 def speedups(res: Results) -> Table:
     """Realised speedup beside MACs reduction: every network whose latency was measured on this CPU,
     its MACs reduction and measured batch-1 / batch-64 speedup over the dense fp32 network it was
-    pruned from, timed in the same stage (:func:`~edgeprune.report.collect.dense_reference`), their ratio (realised / MACs, b64), and its int8 copy's batch-64 speedup over that
-    same dense fp32 network. Stages whose rows carry no latency (QSA, PPO in the quick profile) come
+    pruned from, timed in the same stage (:func:`~edgeprune.report.collect.dense_reference`), their
+    ratio (realised / MACs, b64), and its int8 copy's batch-64 speedup over that same dense fp32 network. Stages whose rows carry no latency (QSA, PPO in the quick profile) come
     from the device-power stage's host timings (batch 1, one kept network per method) against the
     dense network timed there."""
     measured = res.rows.dropna(subset=["latency_b1_ms"])
